@@ -1,0 +1,90 @@
+"""Lambda function `tasks`: the task REST API. Routing only; the logic is in the shared layer."""
+
+from typing import Annotated
+
+from fastapi import Body, Header, Path, Query, Response, status
+from mangum import Mangum
+
+from todo_backend import tasks
+from todo_backend.api import CurrentUser, DatabaseDep, create_app
+from todo_backend.models import (
+    IdempotencyKey,
+    TaskCompletion,
+    TaskCreate,
+    TaskListQuery,
+    TaskPage,
+    TaskPublic,
+    TaskUpdate,
+)
+
+app = create_app("Todo tasks API", "Create, list, update and delete your tasks.")
+
+TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+@app.get("/api/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/api/tasks")
+def list_tasks(
+    user: CurrentUser, db: DatabaseDep, query: Annotated[TaskListQuery, Query()]
+) -> TaskPage:
+    return tasks.list_tasks(db, user, query)
+
+
+@app.post(
+    "/api/tasks",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": TaskPublic, "description": "Repeat of an idempotent create"}},
+)
+def create_task(
+    user: CurrentUser,
+    db: DatabaseDep,
+    body: TaskCreate,
+    response: Response,
+    idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
+) -> TaskPublic:
+    task, created = tasks.create_task(db, user, body, idempotency_key)
+    response.headers["Location"] = f"/api/tasks/{task.id}"
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return task
+
+
+@app.get("/api/tasks/{task_id}")
+def get_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> TaskPublic:
+    return tasks.get_task(db, user, task_id)
+
+
+@app.put("/api/tasks/{task_id}")
+def replace_task(
+    user: CurrentUser, db: DatabaseDep, task_id: TaskId, body: TaskCreate
+) -> TaskPublic:
+    return tasks.replace_task(db, user, task_id, body)
+
+
+@app.patch("/api/tasks/{task_id}")
+def update_task(
+    user: CurrentUser, db: DatabaseDep, task_id: TaskId, body: TaskUpdate
+) -> TaskPublic:
+    return tasks.update_task(db, user, task_id, body)
+
+
+@app.patch("/api/tasks/{task_id}/complete")
+def complete_task(
+    user: CurrentUser,
+    db: DatabaseDep,
+    task_id: TaskId,
+    body: Annotated[TaskCompletion | None, Body()] = None,
+) -> TaskPublic:
+    return tasks.set_completion(db, user, task_id, body.completed if body else None)
+
+
+@app.delete("/api/tasks/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> None:
+    tasks.delete_task(db, user, task_id)
+
+
+handler = Mangum(app, lifespan="off")

@@ -1,0 +1,1 @@
+"""Shared code of the Todo backend Lambda functions (deployed as a layer)."""

@@ -1,0 +1,52 @@
+"""What the route handlers of both functions depend on: the app skeleton and `Annotated` aliases."""
+
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, Path
+from fastapi.middleware.cors import CORSMiddleware
+
+from todo_backend.auth import get_token_verifier
+from todo_backend.db import Database, get_database
+from todo_backend.errors import AuthenticationError, PermissionDeniedError, install_error_handlers
+from todo_backend.settings import get_settings
+
+
+def create_app(title: str, description: str) -> FastAPI:
+    """A FastAPI app with the shared error mapping and CORS; routes are added by the function."""
+    settings = get_settings()
+    app = FastAPI(title=title, description=description, version="1.0.0")
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "Retry-After"],
+            max_age=600,
+        )
+    return app
+
+
+def current_user(authorization: Annotated[str | None, Header()] = None) -> str:
+    """The token's `sub`; 401 with `WWW-Authenticate: Bearer` for anything else."""
+    if authorization is None:
+        raise AuthenticationError("Not authenticated")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("Not authenticated")
+    return get_token_verifier().verify(token.strip())
+
+
+CurrentUser = Annotated[str, Depends(current_user)]
+
+
+def path_user(user_id: Annotated[str, Path(max_length=255)], subject: CurrentUser) -> str:
+    """A `{user_id}` path segment must be the token's own subject."""
+    if user_id != subject:
+        raise PermissionDeniedError("Not allowed to act for another user")
+    return subject
+
+
+PathUser = Annotated[str, Depends(path_user)]
+DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -1,0 +1,87 @@
+"""JWT verification for tokens issued by Better Auth: the `sub` claim is the only identity."""
+
+from dataclasses import dataclass
+from functools import cache
+
+import jwt
+
+from todo_backend.errors import AuthenticationError, ServiceUnavailableError
+from todo_backend.settings import Settings, get_settings
+
+ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "RS256", "PS256")
+LEEWAY_SECONDS = 30
+JWKS_CACHE_SECONDS = 300
+JWKS_TIMEOUT_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class TokenVerifier:
+    """Checks signature, expiry, and (when configured) issuer and audience; returns `sub`."""
+
+    secret: str
+    jwks: jwt.PyJWKClient | None
+    issuer: str | None
+    audience: str | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "TokenVerifier":
+        jwks = None
+        if settings.better_auth_jwks_url is not None:
+            jwks = jwt.PyJWKClient(
+                str(settings.better_auth_jwks_url),
+                cache_jwk_set=True,
+                lifespan=JWKS_CACHE_SECONDS,
+                timeout=JWKS_TIMEOUT_SECONDS,
+            )
+        return cls(
+            secret=settings.better_auth_secret.get_secret_value(),
+            jwks=jwks,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+
+    def verify(self, token: str) -> str:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthenticationError("Invalid token") from None
+        algorithm = header.get("alg")
+        if algorithm == "HS256":
+            key: object = self.secret
+        elif algorithm in ASYMMETRIC_ALGORITHMS and self.jwks is not None:
+            key = self._signing_key(token)
+        else:
+            raise AuthenticationError("Invalid token")
+        try:
+            claims = jwt.decode(
+                token,
+                key,  # type: ignore[arg-type]
+                algorithms=[algorithm],
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationError("Token expired") from None
+        except jwt.PyJWTError:
+            raise AuthenticationError("Invalid token") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject.strip():
+            raise AuthenticationError("Invalid token")
+        return subject
+
+    def _signing_key(self, token: str) -> object:
+        assert self.jwks is not None
+        try:
+            # PyJWKClient refetches the key set once when the token's kid is not in the cache.
+            return self.jwks.get_signing_key_from_jwt(token)
+        except jwt.PyJWKClientConnectionError:
+            raise ServiceUnavailableError("Signing keys are unavailable, try again") from None
+        except jwt.PyJWTError:
+            raise AuthenticationError("Invalid token") from None
+
+
+@cache
+def get_token_verifier() -> TokenVerifier:
+    return TokenVerifier.from_settings(get_settings())

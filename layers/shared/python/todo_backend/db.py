@@ -1,0 +1,172 @@
+"""The database: one lazily built engine per container, statements run in autocommit.
+
+Every request is one statement (or a few independent ones), so the engine runs in AUTOCOMMIT:
+no BEGIN/COMMIT round trips, and nothing outlives a statement, which is what PgBouncer's
+transaction mode (Neon's pooled endpoint) requires. pg8000 only uses unnamed prepared statements.
+"""
+
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sqlalchemy import URL, Connection, Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext, RowMapping
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import Executable
+
+from todo_backend.settings import ConfigurationError, get_settings
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+# SQLSTATEs after which the server has gone away: admin shutdown, crash, cannot connect now.
+DISCONNECT_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The database could not be reached (after one reconnect)."""
+
+
+@dataclass(frozen=True)
+class ConnectionTarget:
+    """What `DATABASE_URL` says, turned into SQLAlchemy's URL and pg8000's connect arguments."""
+
+    url: URL
+    connect_args: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_database_url(raw: str) -> ConnectionTarget:
+    """Read a libpq-style URL as Neon gives it (`postgres://` or `postgresql://`, sslmode, ...).
+
+    TLS is required (with certificate and host name verification) unless the host is local or a
+    Unix socket, or `sslmode=disable` says otherwise.
+    """
+    parts = urlsplit(raw.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in {"postgres", "postgresql", "postgresql+pg8000"}:
+        raise ConfigurationError(
+            "Invalid configuration: DATABASE_URL: expected a postgresql:// or postgres:// URL"
+        )
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError("Invalid configuration: DATABASE_URL: invalid port") from None
+
+    connect_args: dict[str, Any] = {}
+    socket_dir = query.pop("host", None)
+    host = parts.hostname
+    if socket_dir and socket_dir.startswith("/"):
+        # libpq's `?host=/dir` form (used by the embedded development server): a Unix socket.
+        connect_args["unix_sock"] = f"{socket_dir.rstrip('/')}/.s.PGSQL.{port or 5432}"
+        host = None
+    elif socket_dir:
+        host = socket_dir
+    if not host and "unix_sock" not in connect_args:
+        raise ConfigurationError("Invalid configuration: DATABASE_URL: no host")
+
+    ssl_mode = query.pop("sslmode", None)
+    if ssl_mode is None:
+        ssl_mode = "disable" if host is None or host in LOCAL_HOSTS else "require"
+    if ssl_mode not in SSL_MODES:
+        raise ConfigurationError(
+            f"Invalid configuration: DATABASE_URL: unknown sslmode {ssl_mode!r}"
+        )
+    if ssl_mode not in {"disable", "allow"}:
+        # Stricter than libpq's `require`: the server's certificate is always verified
+        # (Neon's are publicly trusted).
+        context = ssl.create_default_context(cafile=query.pop("sslrootcert", None))
+        connect_args["ssl_context"] = context
+
+    # channel_binding: pg8000 negotiates SCRAM itself; the parameter is accepted and not needed.
+    query.pop("channel_binding", None)
+    if "connect_timeout" in query:
+        connect_args["timeout"] = float(query.pop("connect_timeout"))
+    else:
+        connect_args["timeout"] = 10
+    if "application_name" in query:
+        connect_args["application_name"] = query.pop("application_name")
+    if "options" in query:
+        # Neon's `options=endpoint%3D<id>` for clients without SNI; a startup parameter.
+        connect_args["startup_params"] = {"options": query.pop("options")}
+
+    url = URL.create(
+        "postgresql+pg8000",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        host=host,
+        port=port if host else None,
+        database=parts.path.lstrip("/") or None,
+    )
+    return ConnectionTarget(url=url, connect_args=connect_args)
+
+
+def create_database_engine(raw_url: str, *, pool_size: int = 1, autocommit: bool = True) -> Engine:
+    """An engine holding at most `pool_size` connections, never more."""
+    target = parse_database_url(raw_url)
+    engine = create_engine(
+        target.url,
+        connect_args=target.connect_args,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=10,
+        pool_reset_on_return=None if autocommit else "rollback",
+        isolation_level="AUTOCOMMIT" if autocommit else None,
+    )
+    event.listen(engine, "handle_error", _mark_disconnects)
+    return engine
+
+
+def _mark_disconnects(context: ExceptionContext) -> None:
+    """Treat a server-side termination as a disconnect, so the pool drops that connection."""
+    original = context.original_exception
+    sqlstate = (
+        original.args[0].get("C") if original.args and isinstance(original.args[0], dict) else None
+    )
+    if sqlstate in DISCONNECT_SQLSTATES or isinstance(original, (ConnectionError, EOFError)):
+        context.is_disconnect = True
+
+
+class Database:
+    """Runs units of work on the container's engine; reconnects once if the pooled connection died.
+
+    Neon suspends idle computes and PgBouncer may close idle clients: the first statement on such
+    a connection fails before the server ran it, so running the work again on a fresh one is safe.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def run[T](self, work: Callable[[Connection], T]) -> T:
+        """Run `work` with a pooled connection; the connection goes back to the pool after it."""
+        for attempt in (1, 2):
+            try:
+                with self.engine.connect() as connection:
+                    return work(connection)
+            except DBAPIError as error:
+                if error.connection_invalidated and attempt == 1:
+                    continue
+                if error.connection_invalidated or isinstance(error.orig, ConnectionError):
+                    raise DatabaseUnavailableError(str(error.orig)) from error
+                raise
+            except (ConnectionError, TimeoutError) as error:
+                raise DatabaseUnavailableError(str(error)) from error
+        raise AssertionError("unreachable")
+
+    def fetch_all(self, statement: Executable) -> Sequence[RowMapping]:
+        return self.run(lambda connection: connection.execute(statement).mappings().all())
+
+    def fetch_one(self, statement: Executable) -> RowMapping | None:
+        return self.run(lambda connection: connection.execute(statement).mappings().first())
+
+
+@cache
+def get_database() -> Database:
+    """The container's database: built on first use, one engine (and connection) per container."""
+    settings = get_settings()
+    engine = create_database_engine(
+        settings.database_url.get_secret_value(), pool_size=settings.db_pool_size
+    )
+    return Database(engine)

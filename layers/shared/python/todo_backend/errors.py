@@ -1,0 +1,71 @@
+"""Domain errors, and the one place that turns them into HTTP responses."""
+
+from typing import ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+class DomainError(Exception):
+    """Base of the errors that the service reports to clients; `detail` is safe to show."""
+
+    status_code = 400
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class AuthenticationError(DomainError):
+    status_code = 401
+    headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
+
+
+class PermissionDeniedError(DomainError):
+    status_code = 403
+
+
+class NotFoundError(DomainError):
+    status_code = 404
+
+
+class ServiceUnavailableError(DomainError):
+    status_code = 503
+
+
+class UpstreamError(DomainError):
+    """The model provider failed; `status_code` says how (429, 502, 504)."""
+
+    def __init__(self, detail: str, status_code: int, retry_after: str | None = None) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.headers = {"Retry-After": retry_after} if retry_after else None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map domain errors to their status codes; anything unexpected is a bare 500."""
+    from todo_backend.db import DatabaseUnavailableError
+    from todo_backend.observability import logger
+
+    async def domain_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, DomainError)
+        return JSONResponse(
+            {"detail": error.detail}, status_code=error.status_code, headers=error.headers
+        )
+
+    async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
+        logger.warning("database unavailable", extra={"error": str(error)})
+        return JSONResponse(
+            {"detail": "Database unavailable, try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unhandled error")
+        return JSONResponse({"detail": "Internal server error"}, status_code=500)
+
+    app.add_exception_handler(DomainError, domain_error)
+    app.add_exception_handler(DatabaseUnavailableError, database_unavailable)
+    app.add_exception_handler(Exception, unexpected)

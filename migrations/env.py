@@ -1,0 +1,29 @@
+"""Alembic environment: migrates the database named by DATABASE_URL (use the direct URL)."""
+
+from alembic import context
+from sqlmodel import SQLModel
+
+import todo_backend.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from todo_backend.db import create_database_engine
+from todo_backend.settings import load_migration_settings
+
+target_metadata = SQLModel.metadata
+
+
+def run_migrations() -> None:
+    url = context.config.attributes.get("database_url")
+    if url is None:
+        url = load_migration_settings().database_url.get_secret_value()
+    engine = create_database_engine(url, autocommit=False)
+    try:
+        with engine.connect() as connection:
+            context.configure(connection=connection, target_metadata=target_metadata)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("Offline (--sql) migrations are not supported; run against a database.")
+run_migrations()
