@@ -3,7 +3,8 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import todo_backend.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import todo_backend.conversation_models
+import todo_backend.models  # noqa: F401
 from todo_backend.db import create_database_engine
 from todo_backend.settings import load_migration_settings
 

@@ -207,7 +207,7 @@ class TaskCreate(StrictModel):
     title: Title
     description: Description | None = None
     priority: Priority = Priority.medium
-    tags: Tags = []
+    tags: Tags = Field(default_factory=list)
     due_date: DueDate | None = None
     completed: bool = False
 

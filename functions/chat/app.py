@@ -1,0 +1,49 @@
+"""Lambda function `chat`: the assistant and its conversations. Routing only."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import Query, status
+from mangum import Mangum
+
+from todo_backend import conversations
+from todo_backend.api import DatabaseDep, PathUser, create_app
+from todo_backend.assistant import run_turn
+from todo_backend.conversation_models import (
+    ChatRequest,
+    ChatResponse,
+    ConversationPage,
+    MessageList,
+)
+
+app = create_app("Todo assistant API", "Manage your tasks in plain language.")
+
+
+@app.post("/api/{user_id}/chat")
+def chat(user: PathUser, db: DatabaseDep, body: ChatRequest) -> ChatResponse:
+    return run_turn(db, user, body)
+
+
+@app.get("/api/{user_id}/conversations")
+def list_conversations(
+    user: PathUser,
+    db: DatabaseDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> ConversationPage:
+    return conversations.list_conversations(db, user, limit, offset)
+
+
+@app.get("/api/{user_id}/conversations/{conversation_id}/messages")
+def list_messages(user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID) -> MessageList:
+    return conversations.list_messages(db, user, conversation_id)
+
+
+@app.delete(
+    "/api/{user_id}/conversations/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT
+)
+def delete_conversation(user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID) -> None:
+    conversations.delete_conversation(db, user, conversation_id)
+
+
+handler = Mangum(app, lifespan="off")

@@ -1,0 +1,262 @@
+"""One chat turn with Cohere's Command model, using the task tools for the authenticated user.
+
+The turn is stateless: history comes from the database, and no connection is held while Cohere
+is called (each database step checks a connection out and back in). Every Cohere call shares one
+time budget so the whole turn answers within API Gateway's 29 seconds.
+"""
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from todo_backend import conversations
+from todo_backend.assistant_tools import TOOL_DEFINITIONS, execute_tool, parse_arguments
+from todo_backend.conversation_models import ChatRequest, ChatResponse, ToolCallPublic
+from todo_backend.db import Database
+from todo_backend.errors import ServiceUnavailableError, UpstreamError
+from todo_backend.observability import logger, metrics
+from todo_backend.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import cohere
+
+COHERE_DEFAULT_URL = "https://api.cohere.com"
+# One retry of a transient upstream failure, only while this much of the budget is left.
+RETRY_MIN_REMAINING_SECONDS = 8.0
+RETRY_PAUSE_SECONDS = 0.5
+MIN_CALL_SECONDS = 1.0
+FAILED_TURN_NOTE = (
+    "Sorry, the assistant service failed before I could finish replying. "
+    "Any actions listed here were already carried out."
+)
+STEP_LIMIT_NOTE = "I had to stop before finishing that request; please check your tasks."
+
+SYSTEM_PROMPT = """You are a helpful assistant that manages the user's to-do list.
+Today's date is {today} (UTC).
+
+Rules:
+- Use the tools for every change to tasks; never claim a change you did not make with a tool.
+- Before acting on a task named in words (not by id), call list_tasks to find it; never invent ids.
+- If several tasks match, or the request is ambiguous, ask the user which one they mean.
+- Resolve relative dates ("tomorrow", "next Friday") from today's date; send ISO 8601 dates.
+- After acting, confirm briefly what was done, naming the tasks.
+- If a tool returns an error, explain it plainly and suggest what to do next."""
+
+
+@dataclass
+class TurnState:
+    """What the turn has done so far; stored even when the turn fails."""
+
+    conversation_id: uuid.UUID
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_plans: list[str] = field(default_factory=list)
+
+
+@cache
+def get_cohere_client() -> "cohere.ClientV2":
+    """One client (and HTTP connection pool) per container."""
+    # Imported on first use: the SDK costs import time that only chat turns need.
+    import cohere
+
+    settings = get_settings()
+    assert settings.co_api_key is not None
+    return cohere.ClientV2(
+        api_key=settings.co_api_key.get_secret_value(),
+        base_url=str(settings.co_api_url or COHERE_DEFAULT_URL).rstrip("/"),
+        timeout=settings.chat_turn_budget_seconds,
+        max_retries=0,
+        client_name="todo-backend",
+    )
+
+
+def system_prompt(now: datetime | None = None) -> str:
+    today = (now or datetime.now(UTC)).strftime("%A, %Y-%m-%d")
+    return SYSTEM_PROMPT.format(today=today)
+
+
+def replay(history: list[Any]) -> list[dict[str, Any]]:
+    """Earlier messages in Cohere's v2 format, with the tool calls and results they carried."""
+    messages: list[dict[str, Any]] = []
+    for row in history:
+        if row["role"] == "user":
+            messages.append({"role": "user", "content": row["content"]})
+            continue
+        calls = row["tool_calls"] or []
+        plans = row["tool_plans"] or []
+        for step in sorted({call.get("step", 0) for call in calls}):
+            step_calls = [call for call in calls if call.get("step", 0) == step]
+            messages.append(
+                {
+                    "role": "assistant",
+                    "tool_plan": plans[step] if step < len(plans) else "",
+                    "tool_calls": [_wire_call(call) for call in step_calls],
+                }
+            )
+            messages.extend(
+                {"role": "tool", "tool_call_id": call["id"], "content": json.dumps(call["result"])}
+                for call in step_calls
+            )
+        messages.append({"role": "assistant", "content": row["content"] or FAILED_TURN_NOTE})
+    return messages
+
+
+def _wire_call(call: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": call["id"],
+        "type": "function",
+        "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
+    }
+
+
+class Turn:
+    """Runs the model/tool loop of one turn against a deadline."""
+
+    def __init__(self, db: Database, settings: Settings, user_id: str, state: TurnState) -> None:
+        self.db = db
+        self.settings = settings
+        self.user_id = user_id
+        self.state = state
+        self.deadline = time.monotonic() + settings.chat_turn_budget_seconds
+
+    def run(self, messages: list[dict[str, Any]]) -> str:
+        for step in range(self.settings.chat_max_steps):
+            reply = self._chat(messages)
+            tool_calls = reply.tool_calls or []
+            if not tool_calls:
+                return _text_of(reply)
+            self.state.tool_plans.append(reply.tool_plan or "")
+            messages.append(
+                {
+                    "role": "assistant",
+                    "tool_plan": reply.tool_plan or "",
+                    "tool_calls": [
+                        {
+                            "id": call.id,
+                            "type": "function",
+                            "function": {
+                                "name": call.function.name,
+                                "arguments": call.function.arguments or "{}",
+                            },
+                        }
+                        for call in tool_calls
+                    ],
+                }
+            )
+            for call in tool_calls:
+                record = self._execute(call, step)
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": record["id"],
+                        "content": json.dumps(record["result"]),
+                    }
+                )
+        return STEP_LIMIT_NOTE
+
+    def _execute(self, call: Any, step: int) -> dict[str, Any]:
+        name = call.function.name if call.function else ""
+        raw_arguments = call.function.arguments if call.function else None
+        arguments = parse_arguments(raw_arguments)
+        result = execute_tool(self.db, self.user_id, name or "", arguments)
+        metrics.add_metric(name="ToolCalls", unit="Count", value=1)
+        logger.info("tool call", extra={"tool": name, "ok": "error" not in result})
+        record = {
+            "id": call.id or f"call_{uuid.uuid4().hex[:12]}",
+            "name": name,
+            "arguments": arguments if arguments is not None else {"raw": raw_arguments},
+            "result": result,
+            "step": step,
+        }
+        self.state.tool_calls.append(record)
+        return record
+
+    def _chat(self, messages: list[dict[str, Any]]) -> Any:
+        import cohere
+        import httpx
+        from cohere.core.api_error import ApiError
+
+        for attempt in (1, 2):
+            remaining = self.deadline - time.monotonic()
+            if remaining < MIN_CALL_SECONDS:
+                raise UpstreamError("The assistant took too long to answer", 504)
+            started = time.perf_counter()
+            try:
+                response = get_cohere_client().chat(
+                    model=self.settings.cohere_model,
+                    messages=messages,  # type: ignore[arg-type]
+                    tools=TOOL_DEFINITIONS,  # type: ignore[arg-type]
+                    request_options={"timeout": remaining, "max_retries": 0},
+                )
+            except cohere.errors.TooManyRequestsError as error:
+                raise UpstreamError(
+                    "The assistant is rate limited, try again shortly",
+                    429,
+                    retry_after=(error.headers or {}).get("retry-after"),
+                ) from error
+            except httpx.TimeoutException as error:
+                raise UpstreamError("The assistant took too long to answer", 504) from error
+            except (ApiError, httpx.TransportError) as error:
+                status = getattr(error, "status_code", None)
+                transient = status is None or status >= 500
+                left = self.deadline - time.monotonic()
+                if attempt == 1 and transient and left > RETRY_MIN_REMAINING_SECONDS:
+                    logger.warning("cohere transient error, retrying", extra={"status": status})
+                    time.sleep(RETRY_PAUSE_SECONDS)
+                    continue
+                logger.error("cohere error", extra={"status": status})
+                raise UpstreamError("The assistant service failed", 502) from error
+            finally:
+                metrics.add_metric(
+                    name="CohereLatency",
+                    unit="Milliseconds",
+                    value=(time.perf_counter() - started) * 1000,
+                )
+            if response.message is None:
+                raise UpstreamError("The assistant service sent an unreadable reply", 502)
+            return response.message
+        raise AssertionError("unreachable")
+
+
+def _text_of(message: Any) -> str:
+    return "".join(
+        part.text for part in (message.content or []) if getattr(part, "type", None) == "text"
+    ).strip()
+
+
+def run_turn(db: Database, user_id: str, request: ChatRequest) -> ChatResponse:
+    """Store the user's message, let the model act with the tools, store and return its reply."""
+    settings = get_settings()
+    if settings.co_api_key is None:
+        raise ServiceUnavailableError("Chat is not configured (no Cohere API key)")
+    conversation_id, history = conversations.start_turn(
+        db, user_id, request.conversation_id, request.message
+    )
+    state = TurnState(conversation_id)
+    messages = [
+        {"role": "system", "content": system_prompt()},
+        *replay(history),
+        {"role": "user", "content": request.message},
+    ]
+    metrics.add_metric(name="ChatTurns", unit="Count", value=1)
+    try:
+        response = Turn(db, settings, user_id, state).run(messages)
+    except UpstreamError:
+        metrics.add_metric(name="CohereErrors", unit="Count", value=1)
+        if state.tool_calls:
+            conversations.finish_turn(
+                db, conversation_id, FAILED_TURN_NOTE, state.tool_calls, state.tool_plans
+            )
+        raise
+    conversations.finish_turn(db, conversation_id, response, state.tool_calls, state.tool_plans)
+    return ChatResponse(
+        conversation_id=conversation_id,
+        response=response,
+        tool_calls=[
+            ToolCallPublic(name=c["name"], arguments=c["arguments"], result=c["result"])
+            for c in state.tool_calls
+        ],
+    )

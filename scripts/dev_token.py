@@ -1,0 +1,22 @@
+"""Mint a development token for a user id: python -m scripts.dev_token alice [--hours 12]."""
+
+import argparse
+import time
+
+import jwt
+
+from scripts.dev_secret import dev_auth_secret
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("user_id", help="the token's sub claim")
+    parser.add_argument("--hours", type=float, default=12, help="lifetime (default 12)")
+    args = parser.parse_args()
+    now = int(time.time())
+    claims = {"sub": args.user_id, "iat": now, "exp": now + int(args.hours * 3600)}
+    print(jwt.encode(claims, dev_auth_secret(), algorithm="HS256"))
+
+
+if __name__ == "__main__":
+    main()
