@@ -15,6 +15,7 @@ from todo_backend.conversation_models import (
     ConversationPage,
     MessageList,
 )
+from todo_backend.observability import instrumented
 
 app = create_app("Todo assistant API", "Manage your tasks in plain language.")
 
@@ -46,4 +47,4 @@ def delete_conversation(user: PathUser, db: DatabaseDep, conversation_id: uuid.U
     conversations.delete_conversation(db, user, conversation_id)
 
 
-handler = Mangum(app, lifespan="off")
+handler = instrumented(Mangum(app, lifespan="off"))

@@ -16,6 +16,7 @@ from todo_backend.models import (
     TaskPublic,
     TaskUpdate,
 )
+from todo_backend.observability import instrumented
 
 app = create_app("Todo tasks API", "Create, list, update and delete your tasks.")
 
@@ -87,4 +88,4 @@ def delete_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> None:
     tasks.delete_task(db, user, task_id)
 
 
-handler = Mangum(app, lifespan="off")
+handler = instrumented(Mangum(app, lifespan="off"))

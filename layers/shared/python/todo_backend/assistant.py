@@ -14,17 +14,18 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from todo_backend import conversations
-from todo_backend.assistant_tools import TOOL_DEFINITIONS, execute_tool, parse_arguments
+from todo_backend.assistant_tools import TOOL_DEFINITIONS, TOOLS, execute_tool, parse_arguments
 from todo_backend.conversation_models import ChatRequest, ChatResponse, ToolCallPublic
 from todo_backend.db import Database
 from todo_backend.errors import ServiceUnavailableError, UpstreamError
-from todo_backend.observability import logger, metrics
+from todo_backend.observability import count, logger, milliseconds
 from todo_backend.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import cohere
 
 COHERE_DEFAULT_URL = "https://api.cohere.com"
+TOOL_NAMES = frozenset(TOOLS)
 # One retry of a transient upstream failure, only while this much of the budget is left.
 RETRY_MIN_REMAINING_SECONDS = 8.0
 RETRY_PAUSE_SECONDS = 0.5
@@ -162,7 +163,7 @@ class Turn:
         raw_arguments = call.function.arguments if call.function else None
         arguments = parse_arguments(raw_arguments)
         result = execute_tool(self.db, self.user_id, name or "", arguments)
-        metrics.add_metric(name="ToolCalls", unit="Count", value=1)
+        count("ToolCalls", tool=name if name in TOOL_NAMES else "unknown")
         logger.info("tool call", extra={"tool": name, "ok": "error" not in result})
         record = {
             "id": call.id or f"call_{uuid.uuid4().hex[:12]}",
@@ -210,11 +211,7 @@ class Turn:
                 logger.error("cohere error", extra={"status": status})
                 raise UpstreamError("The assistant service failed", 502) from error
             finally:
-                metrics.add_metric(
-                    name="CohereLatency",
-                    unit="Milliseconds",
-                    value=(time.perf_counter() - started) * 1000,
-                )
+                milliseconds("CohereLatency", (time.perf_counter() - started) * 1000)
             if response.message is None:
                 raise UpstreamError("The assistant service sent an unreadable reply", 502)
             return response.message
@@ -241,11 +238,11 @@ def run_turn(db: Database, user_id: str, request: ChatRequest) -> ChatResponse:
         *replay(history),
         {"role": "user", "content": request.message},
     ]
-    metrics.add_metric(name="ChatTurns", unit="Count", value=1)
+    count("ChatTurns")
     try:
         response = Turn(db, settings, user_id, state).run(messages)
     except UpstreamError:
-        metrics.add_metric(name="CohereErrors", unit="Count", value=1)
+        count("CohereErrors")
         if state.tool_calls:
             conversations.finish_turn(
                 db, conversation_id, FAILED_TURN_NOTE, state.tool_calls, state.tool_plans

@@ -114,6 +114,8 @@ def create_database_engine(raw_url: str, *, pool_size: int = 1, autocommit: bool
         pool_timeout=10,
         pool_reset_on_return=None if autocommit else "rollback",
         isolation_level="AUTOCOMMIT" if autocommit else None,
+        # Parameters hold task and message text: keep them out of errors and logs.
+        hide_parameters=True,
     )
     event.listen(engine, "handle_error", _mark_disconnects)
     return engine

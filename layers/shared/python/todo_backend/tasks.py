@@ -35,6 +35,7 @@ from todo_backend.models import (
     TaskStatus,
     TaskUpdate,
 )
+from todo_backend.observability import count
 
 tasks = Task.__table__  # type: ignore[attr-defined]
 PUBLIC_COLUMNS = [tasks.c[name] for name in TaskPublic.model_fields]
@@ -160,6 +161,8 @@ def create_task(
     statement = statement.returning(*PUBLIC_COLUMNS, literal_column("xmax = 0").label("inserted"))
     row = db.fetch_one(statement)
     assert row is not None
+    if row["inserted"]:
+        count("TasksCreated")
     return TaskPublic.model_validate({key: row[key] for key in TaskPublic.model_fields}), bool(
         row["inserted"]
     )
