@@ -19,3 +19,7 @@ lint:
 
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+bench:  ## benchmark table: cold start, warm latency, SQL round trips, sizes (not part of tests)
+	scripts/bootstrap.sh
+	PYTHONPATH=.:layers/shared/python .venv/bin/python -m benchmarks.bench $(ARGS)

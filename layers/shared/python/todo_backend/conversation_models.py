@@ -20,7 +20,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
-from todo_backend.models import StrictModel, reject_control_characters_but_line_breaks
+from todo_backend.models import (
+    StrictModel,
+    UtcDateTime,
+    reject_control_characters_but_line_breaks,
+)
 
 MESSAGE_MAX = 4000
 CONVERSATION_TITLE_MAX = 80
@@ -117,8 +121,8 @@ class ChatResponse(SQLModel):
 class ConversationPublic(SQLModel):
     id: uuid.UUID
     title: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class ConversationPage(SQLModel):
@@ -131,7 +135,7 @@ class MessagePublic(SQLModel):
     role: Role
     content: str
     tool_calls: list[ToolCallPublic] | None
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class MessageList(SQLModel):

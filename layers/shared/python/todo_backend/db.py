@@ -118,7 +118,14 @@ def create_database_engine(raw_url: str, *, pool_size: int = 1, autocommit: bool
         hide_parameters=True,
     )
     event.listen(engine, "handle_error", _mark_disconnects)
+    event.listen(engine, "do_connect", _pipelined_connection)
     return engine
+
+
+def _pipelined_connection(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+    from todo_backend.pg_wire import PipelinedConnection
+
+    return PipelinedConnection(*cargs, **cparams)
 
 
 def _mark_disconnects(context: ExceptionContext) -> None:

@@ -128,6 +128,8 @@ Tag = Annotated[
 ]
 Tags = Annotated[list[Tag], AfterValidator(_normalize_tags)]
 DueDate = Annotated[datetime, BeforeValidator(parse_due_date)]
+# What the API returns: always UTC, whatever the database session's time zone.
+UtcDateTime = Annotated[datetime, AfterValidator(lambda value: value.astimezone(UTC))]
 SearchText = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200),
@@ -250,10 +252,10 @@ class TaskPublic(SQLModel):
     completed: bool
     priority: Priority
     tags: list[str]
-    due_date: datetime | None
-    completed_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    due_date: UtcDateTime | None
+    completed_at: UtcDateTime | None
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class TaskPage(SQLModel):
