@@ -1,4 +1,8 @@
-"""Lambda function `tasks`: the task REST API. Routing only; the logic is in the shared layer."""
+"""Lambda function `tasks`: the task REST API. Routing only; the logic is in the shared layer.
+
+Routes are `async def` although the database calls block: a Lambda container serves one request
+at a time, so FastAPI's worker-thread hop for sync routes would be pure per-request overhead.
+"""
 
 from typing import Annotated
 
@@ -24,12 +28,12 @@ TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @app.get("/api/health")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @app.get("/api/tasks")
-def list_tasks(
+async def list_tasks(
     user: CurrentUser, db: DatabaseDep, query: Annotated[TaskListQuery, Query()]
 ) -> TaskPage:
     return tasks.list_tasks(db, user, query)
@@ -40,7 +44,7 @@ def list_tasks(
     status_code=status.HTTP_201_CREATED,
     responses={200: {"model": TaskPublic, "description": "Repeat of an idempotent create"}},
 )
-def create_task(
+async def create_task(
     user: CurrentUser,
     db: DatabaseDep,
     body: TaskCreate,
@@ -55,26 +59,26 @@ def create_task(
 
 
 @app.get("/api/tasks/{task_id}")
-def get_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> TaskPublic:
+async def get_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> TaskPublic:
     return tasks.get_task(db, user, task_id)
 
 
 @app.put("/api/tasks/{task_id}")
-def replace_task(
+async def replace_task(
     user: CurrentUser, db: DatabaseDep, task_id: TaskId, body: TaskCreate
 ) -> TaskPublic:
     return tasks.replace_task(db, user, task_id, body)
 
 
 @app.patch("/api/tasks/{task_id}")
-def update_task(
+async def update_task(
     user: CurrentUser, db: DatabaseDep, task_id: TaskId, body: TaskUpdate
 ) -> TaskPublic:
     return tasks.update_task(db, user, task_id, body)
 
 
 @app.patch("/api/tasks/{task_id}/complete")
-def complete_task(
+async def complete_task(
     user: CurrentUser,
     db: DatabaseDep,
     task_id: TaskId,
@@ -84,7 +88,7 @@ def complete_task(
 
 
 @app.delete("/api/tasks/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> None:
+async def delete_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> None:
     tasks.delete_task(db, user, task_id)
 
 

@@ -133,13 +133,14 @@ def list_tasks(db: Database, user_id: str, query: TaskListQuery) -> TaskPage:
         .order_by(*_ordering(page.c, query.sort, query.order))
     )
     rows = db.fetch_all(statement)
-    items = [
-        TaskPublic.model_validate({key: row[key] for key in TaskPublic.model_fields})
-        for row in rows
-        if row["id"] is not None
-    ]
-    total = rows[0]["total"] if rows else 0
-    return TaskPage(items=items, total=total, limit=query.limit, offset=query.offset)
+    return TaskPage.model_validate(
+        {
+            "items": [row for row in rows if row["id"] is not None],
+            "total": rows[0]["total"] if rows else 0,
+            "limit": query.limit,
+            "offset": query.offset,
+        }
+    )
 
 
 def create_task(
