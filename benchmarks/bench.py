@@ -32,7 +32,7 @@ Row = tuple[str, str, str, str]
 
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def fmt_ms(seconds: float) -> str:
@@ -185,7 +185,7 @@ def replay(connection: Any, statements: list[tuple[str, Any]]) -> None:
             cursor.fetchall()
 
 
-def main() -> None:  # noqa: PLR0915
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--cold-runs", type=int, default=5)

@@ -14,7 +14,6 @@ from pg8000.core import DESCRIBE, EXECUTE_MSG, NULL_BYTE, PORTAL, SYNC_MSG, Cont
 from pg8000.exceptions import InterfaceError
 from pg8000.legacy import Connection
 
-
 TIMESTAMPTZ_OID = 1184
 
 
