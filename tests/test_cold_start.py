@@ -1,0 +1,58 @@
+"""What a cold start does: imports only what the function needs, and no I/O."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import json, sys
+import {module} as function
+from tests.support.lambda_events import LambdaContext, http_api_event
+response = function.handler(http_api_event("GET", "/api/health"), LambdaContext())
+print(json.dumps({{
+    "status": response["statusCode"],
+    "loaded": sorted(name for name in ("cohere", "boto3", "botocore.session", "httpx", "alembic")
+                     if name in sys.modules),
+}}))
+"""
+
+
+def run_probe(module: str) -> dict:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers" / "shared" / "python")]),
+        # Nothing listens here: any connection attempt at import time would fail the probe.
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/nowhere",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE.format(module=module)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_tasks_function_imports_neither_cohere_nor_aws_sdk():
+    # Given a fresh interpreter, When the tasks function starts and answers a health check
+    probe = run_probe("functions.tasks.app")
+    # Then it answered without touching the database, and loaded no chat or AWS SDK code
+    # (Powertools imports only the botocore package itself, for its user agent)
+    assert probe["status"] == 200
+    assert probe["loaded"] == []
+
+
+@pytest.mark.parametrize("module", ["functions.chat.app"])
+def test_chat_function_defers_the_cohere_sdk_to_the_first_turn(module):
+    probe = run_probe(module)
+    assert "cohere" not in probe["loaded"]
+    assert "boto3" not in probe["loaded"]
