@@ -83,8 +83,16 @@ def reject_control_characters_but_line_breaks(value: str) -> str:
     return value
 
 
+def _lower_tag(tag: str) -> str:
+    # Lower-casing can lengthen a string ("İ" becomes two code points): check after it.
+    lowered = tag.lower()
+    if len(lowered) > TAG_MAX:
+        raise ValueError(f"tags are at most {TAG_MAX} characters")
+    return lowered
+
+
 def _normalize_tags(tags: list[str]) -> list[str]:
-    unique = list(dict.fromkeys(tag.lower() for tag in tags))
+    unique = list(dict.fromkeys(tags))
     if len(unique) > TAGS_MAX:
         raise ValueError(f"at most {TAGS_MAX} distinct tags")
     return unique
@@ -106,9 +114,14 @@ def parse_due_date(value: Any) -> Any:
             raise ValueError("must be an ISO 8601 date-time (e.g. 2026-11-30T17:00:00Z)") from None
     else:
         raise ValueError("must be an ISO 8601 date-time string")
-    if parsed is not None and parsed.tzinfo is None:
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC) if parsed is not None else None
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date is out of range") from None
 
 
 Title = Annotated[
@@ -125,6 +138,7 @@ Tag = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TAG_MAX),
     AfterValidator(reject_control_characters),
+    AfterValidator(_lower_tag),
 ]
 Tags = Annotated[list[Tag], AfterValidator(_normalize_tags)]
 DueDate = Annotated[datetime, BeforeValidator(parse_due_date)]

@@ -81,7 +81,7 @@ def _filters(user_id: str, query: TaskListQuery) -> list[ColumnElement[bool]]:
     if query.priority is not None:
         conditions.append(tasks.c.priority == query.priority.value)
     if query.tag is not None:
-        conditions.append(tasks.c.tags.contains([query.tag.lower()]))
+        conditions.append(tasks.c.tags.contains([query.tag]))
     if query.q is not None:
         pattern = f"%{_escape_like(query.q)}%"
         conditions.append(

@@ -1,0 +1,47 @@
+"""Regressions found by review and by the benchmark/fuzzing work, one test each."""
+
+import pytest
+
+
+@pytest.mark.parametrize("tag", ["İ" * 30, "İ" * 16])
+def test_tag_that_lengthens_when_lower_cased_is_a_422_not_a_500(tasks_api, user, tag):
+    # Given a tag within 30 characters that lower-cases to more than 30 ("İ" -> "i̇")
+    # When it is sent
+    response = tasks_api.post(
+        "/api/tasks", json={"title": "t", "tags": [tag]}, headers=user.headers
+    )
+    # Then the client is told, instead of the database rejecting it
+    assert response.status_code == 422
+
+
+def test_tag_that_lower_cases_within_the_limit_is_stored_lower_case(tasks_api, user):
+    response = tasks_api.post(
+        "/api/tasks", json={"title": "t", "tags": ["İ" * 15]}, headers=user.headers
+    )
+    assert response.status_code == 201
+    assert response.json()["tags"] == ["i̇" * 15]
+
+
+def test_due_date_that_overflows_when_converted_to_utc_is_a_422(tasks_api, user):
+    # Given the earliest representable date with a positive offset (before year 1 in UTC)
+    body = {"title": "t", "due_date": "0001-01-01T00:00:00+01:00"}
+    # When it is sent, Then it is a validation error, not a server error
+    response = tasks_api.post("/api/tasks", json=body, headers=user.headers)
+    assert response.status_code == 422
+
+
+def test_datetimes_from_a_non_utc_database_session_are_returned_in_utc(tasks_api, user, configure):
+    # Given a database session whose time zone is not UTC
+    import os
+
+    url = os.environ["DATABASE_URL"]
+    separator = "&" if "?" in url else "?"
+    configure(DATABASE_URL=f"{url}{separator}options=-c%20timezone%3DAsia/Kolkata")
+    # When a task is created
+    response = tasks_api.post(
+        "/api/tasks", json={"title": "t", "due_date": "2026-11-30T17:00:00Z"}, headers=user.headers
+    )
+    # Then every datetime is in UTC with a Z offset
+    task = response.json()
+    assert task["due_date"] == "2026-11-30T17:00:00Z"
+    assert task["created_at"].endswith("Z")
