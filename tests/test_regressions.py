@@ -45,3 +45,17 @@ def test_datetimes_from_a_non_utc_database_session_are_returned_in_utc(tasks_api
     task = response.json()
     assert task["due_date"] == "2026-11-30T17:00:00Z"
     assert task["created_at"].endswith("Z")
+
+
+def test_overdue_false_keeps_tasks_without_a_due_date(tasks_api, user, task_factory):
+    # Given a task without a due date, one overdue, one due later and one done past its date
+    undated = task_factory(user, "undated")
+    task_factory(user, "overdue", due_date="2020-01-01T00:00:00Z")
+    later = task_factory(user, "later", due_date="2999-01-01T00:00:00Z")
+    done = task_factory(user, "done", due_date="2020-01-01T00:00:00Z", completed=True)
+    # When the list asks for tasks that are not overdue
+    response = tasks_api.get("/api/tasks", params={"overdue": "false"}, headers=user.headers)
+    # Then everything but the overdue one is listed (NULL due dates included)
+    ids = {item["id"] for item in response.json()["items"]}
+    assert ids == {undated.id, later.id, done.id}
+    assert response.json()["total"] == 3

@@ -51,7 +51,7 @@ def total(api: Any, user: Any) -> int:
     return response.json()["total"]
 
 
-# --- health -------------------------------------------------------------------------------------
+# --- health --------------------------------------------------------------------------------------
 
 
 def test_health_is_ok_without_auth(tasks_api):
@@ -63,7 +63,7 @@ def test_health_is_ok_without_auth(tasks_api):
     assert response.json() == {"status": "ok"}
 
 
-# --- create ------------------------------------------------------------------------------------
+# --- create --------------------------------------------------------------------------------------
 
 
 def test_create_returns_201_location_and_the_task(tasks_api, user):
@@ -126,7 +126,7 @@ def test_create_without_title_is_422(tasks_api, user):
     assert total(tasks_api, user) == 0
 
 
-# --- read --------------------------------------------------------------------------------------
+# --- read ----------------------------------------------------------------------------------------
 
 
 def test_get_returns_the_task(tasks_api, user, task_factory):
@@ -159,7 +159,7 @@ def test_get_missing_task_is_404(tasks_api, user, task_factory, database, task_i
     assert isinstance(response.json()["detail"], str)
 
 
-# --- PUT ---------------------------------------------------------------------------------------
+# --- PUT -----------------------------------------------------------------------------------------
 
 
 def test_put_replaces_and_resets_omitted_fields(tasks_api, user):
@@ -214,7 +214,7 @@ def test_put_without_title_is_422_and_changes_nothing(tasks_api, user):
     assert fetch(tasks_api, user, task["id"]).json() == task
 
 
-# --- PATCH -------------------------------------------------------------------------------------
+# --- PATCH ---------------------------------------------------------------------------------------
 
 
 def test_patch_changes_only_the_fields_sent(tasks_api, user):
@@ -362,7 +362,7 @@ def test_complete_with_unknown_field_is_422(tasks_api, user):
     assert fetch(tasks_api, user, task["id"]).json() == task
 
 
-# --- DELETE ------------------------------------------------------------------------------------
+# --- DELETE --------------------------------------------------------------------------------------
 
 
 def test_delete_is_204_then_the_task_is_gone(tasks_api, user):
@@ -409,15 +409,21 @@ def test_missing_task_is_404_on_every_route(tasks_api, user, database, method, p
     assert total(tasks_api, user) == 0
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ITEM_ROUTES)
-@pytest.mark.parametrize("bad_id", ["abc", "1.5", "1e3", "0x10"])
-def test_non_integer_id_is_422(tasks_api, user, method, path, body, bad_id):
-    # Given a user
-    # When a route is called with an id that is not an integer
-    response = tasks_api.request(method, path.format(id=bad_id), json=body, headers=user.headers)
-    # Then it is a validation error
-    assert response.status_code == 422, response.text
-    assert isinstance(response.json()["detail"], list)
+def test_non_integer_id_is_422(tasks_api, user, task_factory):
+    # Given a user with a task
+    task = task_factory(user, "Untouchable")
+    # When each item route is called with ids that are not integers
+    outcomes = {
+        (method, path, bad_id): tasks_api.request(
+            method, path.format(id=bad_id), json=body, headers=user.headers
+        ).status_code
+        for method, path, body in ITEM_ROUTES
+        for bad_id in ("abc", "1.5", "1e3", "0x10", f"{task.id}abc")
+    }
+    # Then each is a validation error, and the task is untouched
+    assert outcomes == dict.fromkeys(outcomes, 422)
+    after = fetch(tasks_api, user, task.id).json()
+    assert (after["title"], after["completed"]) == ("Untouchable", False)
 
 
 # --- isolation between users ---------------------------------------------------------------------
@@ -466,7 +472,7 @@ def test_other_users_task_is_404_and_untouched(
     assert total(tasks_api, other_user) == 0
 
 
-# --- datetimes are returned in UTC -----------------------------------------------------------------
+# --- datetimes are returned in UTC ---------------------------------------------------------------
 
 
 def test_datetimes_are_utc_whatever_the_database_session_time_zone(tasks_api, user, configure):

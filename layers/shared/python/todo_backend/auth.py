@@ -32,6 +32,9 @@ class TokenVerifier:
                 cache_jwk_set=True,
                 lifespan=JWKS_CACHE_SECONDS,
                 timeout=JWKS_TIMEOUT_SECONDS,
+                # A key rotated in must work at once: an unknown kid refetches the set (once per
+                # request), without PyJWT's default 30 s cooldown.
+                cooldown_duration=0,
             )
         return cls(
             secret=settings.better_auth_secret.get_secret_value(),
@@ -74,7 +77,6 @@ class TokenVerifier:
     def _signing_key(self, token: str) -> object:
         assert self.jwks is not None
         try:
-            # PyJWKClient refetches the key set once when the token's kid is not in the cache.
             return self.jwks.get_signing_key_from_jwt(token)
         except jwt.PyJWKClientConnectionError:
             raise ServiceUnavailableError("Signing keys are unavailable, try again") from None

@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import BeforeValidator, StringConstraints
 from sqlalchemy import (
     CheckConstraint,
     Column,
@@ -97,7 +97,7 @@ class Message(SQLModel, table=True):
 ChatText = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MESSAGE_MAX),
-    AfterValidator(reject_control_characters_but_line_breaks),
+    BeforeValidator(reject_control_characters_but_line_breaks),
 ]
 
 

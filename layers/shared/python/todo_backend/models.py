@@ -71,14 +71,14 @@ def _is_forbidden_control(char: str, allow_line_breaks: bool) -> bool:
     return code < 0x20 or 0x7F <= code < 0xA0
 
 
-def reject_control_characters(value: str) -> str:
-    if any(_is_forbidden_control(char, allow_line_breaks=False) for char in value):
+def reject_control_characters(value: Any) -> Any:
+    if isinstance(value, str) and any(_is_forbidden_control(c, False) for c in value):
         raise ValueError("must not contain control characters")
     return value
 
 
-def reject_control_characters_but_line_breaks(value: str) -> str:
-    if any(_is_forbidden_control(char, allow_line_breaks=True) for char in value):
+def reject_control_characters_but_line_breaks(value: Any) -> Any:
+    if isinstance(value, str) and any(_is_forbidden_control(c, True) for c in value):
         raise ValueError("must not contain control characters (tabs and line breaks are allowed)")
     return value
 
@@ -132,7 +132,7 @@ Title = Annotated[
 Description = Annotated[
     str,
     StringConstraints(max_length=DESCRIPTION_MAX),
-    AfterValidator(reject_control_characters_but_line_breaks),
+    BeforeValidator(reject_control_characters),
 ]
 Tag = Annotated[
     str,
@@ -147,12 +147,12 @@ UtcDateTime = Annotated[datetime, AfterValidator(lambda value: value.astimezone(
 SearchText = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200),
-    AfterValidator(reject_control_characters),
+    BeforeValidator(reject_control_characters),
 ]
 IdempotencyKey = Annotated[
     str,
     StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_MAX),
-    AfterValidator(reject_control_characters),
+    BeforeValidator(reject_control_characters),
 ]
 
 

@@ -94,9 +94,12 @@ def _filters(user_id: str, query: TaskListQuery) -> list[ColumnElement[bool]]:
         conditions.append(tasks.c.due_date < query.due_before)
     if query.due_after is not None:
         conditions.append(tasks.c.due_date > query.due_after)
-    if query.overdue is not None:
-        is_overdue = and_(tasks.c.due_date < func.now(), not_(tasks.c.completed))
-        conditions.append(is_overdue if query.overdue else not_(is_overdue))
+    if query.overdue is True:
+        conditions.append(and_(tasks.c.due_date < func.now(), not_(tasks.c.completed)))
+    elif query.overdue is False:
+        conditions.append(
+            or_(tasks.c.due_date.is_(None), tasks.c.due_date >= func.now(), tasks.c.completed)
+        )
     return conditions
 
 
