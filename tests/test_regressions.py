@@ -59,3 +59,11 @@ def test_overdue_false_keeps_tasks_without_a_due_date(tasks_api, user, task_fact
     ids = {item["id"] for item in response.json()["items"]}
     assert ids == {undated.id, later.id, done.id}
     assert response.json()["total"] == 3
+
+
+def test_blank_chat_message_is_a_422(chat_api, user):
+    # Given a message of whitespace only, When it is sent, Then it is refused before anything runs
+    response = chat_api.post(
+        f"/api/{user.id}/chat", json={"message": "   \n\t "}, headers=user.headers
+    )
+    assert response.status_code == 422

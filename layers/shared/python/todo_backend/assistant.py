@@ -34,6 +34,7 @@ FAILED_TURN_NOTE = (
     "Sorry, the assistant service failed before I could finish replying. "
     "Any actions listed here were already carried out."
 )
+NO_TEXT_REPLY = "(no text reply)"
 STEP_LIMIT_NOTE = "I had to stop before finishing that request; please check your tasks."
 
 SYSTEM_PROMPT = """You are a helpful assistant that manages the user's to-do list.
@@ -101,7 +102,7 @@ def replay(history: list[Any]) -> list[dict[str, Any]]:
                 {"role": "tool", "tool_call_id": call["id"], "content": json.dumps(call["result"])}
                 for call in step_calls
             )
-        messages.append({"role": "assistant", "content": row["content"] or FAILED_TURN_NOTE})
+        messages.append({"role": "assistant", "content": row["content"] or NO_TEXT_REPLY})
     return messages
 
 
@@ -126,56 +127,47 @@ class Turn:
     def run(self, messages: list[dict[str, Any]]) -> str:
         for step in range(self.settings.chat_max_steps):
             reply = self._chat(messages)
-            tool_calls = reply.tool_calls or []
-            if not tool_calls:
-                return _text_of(reply)
-            self.state.tool_plans.append(reply.tool_plan or "")
+            if not reply.calls:
+                return reply.text
+            self.state.tool_plans.append(reply.tool_plan)
             messages.append(
                 {
                     "role": "assistant",
-                    "tool_plan": reply.tool_plan or "",
+                    "tool_plan": reply.tool_plan,
                     "tool_calls": [
                         {
                             "id": call.id,
                             "type": "function",
-                            "function": {
-                                "name": call.function.name,
-                                "arguments": call.function.arguments or "{}",
-                            },
+                            "function": {"name": call.name, "arguments": call.raw_arguments},
                         }
-                        for call in tool_calls
+                        for call in reply.calls
                     ],
                 }
             )
-            for call in tool_calls:
-                record = self._execute(call, step)
+            for call in reply.calls:
+                result = self._execute(call, step)
                 messages.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": record["id"],
-                        "content": json.dumps(record["result"]),
-                    }
+                    {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
                 )
         return STEP_LIMIT_NOTE
 
-    def _execute(self, call: Any, step: int) -> dict[str, Any]:
-        name = call.function.name if call.function else ""
-        raw_arguments = call.function.arguments if call.function else None
-        arguments = parse_arguments(raw_arguments)
-        result = execute_tool(self.db, self.user_id, name or "", arguments)
-        count("ToolCalls", tool=name if name in TOOL_NAMES else "unknown")
-        logger.info("tool call", extra={"tool": name, "ok": "error" not in result})
-        record = {
-            "id": call.id or f"call_{uuid.uuid4().hex[:12]}",
-            "name": name,
-            "arguments": arguments if arguments is not None else {"raw": raw_arguments},
-            "result": result,
-            "step": step,
-        }
-        self.state.tool_calls.append(record)
-        return record
+    def _execute(self, call: "ModelCall", step: int) -> dict[str, Any]:
+        arguments = parse_arguments(call.raw_arguments)
+        result = execute_tool(self.db, self.user_id, call.name, arguments)
+        count("ToolCalls", tool=call.name if call.name in TOOL_NAMES else "unknown")
+        logger.info("tool call", extra={"tool": call.name, "ok": "error" not in result})
+        self.state.tool_calls.append(
+            {
+                "id": call.id,
+                "name": call.name,
+                "arguments": arguments if arguments is not None else {"raw": call.raw_arguments},
+                "result": result,
+                "step": step,
+            }
+        )
+        return result
 
-    def _chat(self, messages: list[dict[str, Any]]) -> Any:
+    def _chat(self, messages: list[dict[str, Any]]) -> "ModelReply":
         import cohere
         import httpx
         from cohere.core.api_error import ApiError
@@ -200,6 +192,11 @@ class Turn:
                 ) from error
             except httpx.TimeoutException as error:
                 raise UpstreamError("The assistant took too long to answer", 504) from error
+            except (AttributeError, TypeError, ValueError) as error:
+                logger.error("cohere sent a malformed reply")
+                raise UpstreamError(
+                    "The assistant service sent an unreadable reply", 502
+                ) from error
             except (ApiError, httpx.TransportError) as error:
                 status = getattr(error, "status_code", None)
                 transient = status is None or status >= 500
@@ -212,16 +209,61 @@ class Turn:
                 raise UpstreamError("The assistant service failed", 502) from error
             finally:
                 milliseconds("CohereLatency", (time.perf_counter() - started) * 1000)
-            if response.message is None:
-                raise UpstreamError("The assistant service sent an unreadable reply", 502)
-            return response.message
+            try:
+                return ModelReply.from_message(response.message)
+            except (AttributeError, TypeError, ValueError) as error:
+                # The SDK does not validate replies: a 200 of the wrong shape surfaces here.
+                logger.error("cohere sent a malformed reply")
+                raise UpstreamError(
+                    "The assistant service sent an unreadable reply", 502
+                ) from error
         raise AssertionError("unreachable")
 
 
-def _text_of(message: Any) -> str:
-    return "".join(
-        part.text for part in (message.content or []) if getattr(part, "type", None) == "text"
-    ).strip()
+def _unreadable_reply() -> UpstreamError:
+    # The SDK does not validate replies: a 200 of the wrong shape surfaces as these errors.
+    logger.error("cohere sent a malformed reply")
+    return UpstreamError("The assistant service sent an unreadable reply", 502)
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One tool call as the model asked for it; the id is settled once, here."""
+
+    id: str
+    name: str
+    raw_arguments: str
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    text: str
+    tool_plan: str
+    calls: list[ModelCall]
+
+    @classmethod
+    def from_message(cls, message: Any) -> "ModelReply":
+        if message is None:
+            raise ValueError("no message in the reply")
+        calls = []
+        for call in message.tool_calls or []:
+            function = call.function
+            if function is None:
+                raise ValueError("a tool call without a function")
+            arguments = function.arguments
+            calls.append(
+                ModelCall(
+                    id=str(call.id or f"call_{uuid.uuid4().hex[:12]}"),
+                    name=str(function.name or ""),
+                    raw_arguments=arguments if isinstance(arguments, str) else "{}",
+                )
+            )
+        text = "".join(
+            part.text
+            for part in (message.content or [])
+            if getattr(part, "type", None) == "text" and isinstance(part.text, str)
+        ).strip()
+        return cls(text=text, tool_plan=str(message.tool_plan or ""), calls=calls)
 
 
 def run_turn(db: Database, user_id: str, request: ChatRequest) -> ChatResponse:

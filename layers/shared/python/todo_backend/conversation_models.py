@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, StringConstraints
 from sqlalchemy import (
     CheckConstraint,
     Column,
@@ -94,10 +94,17 @@ class Message(SQLModel, table=True):
     )
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
 ChatText = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MESSAGE_MAX),
     BeforeValidator(reject_control_characters_but_line_breaks),
+    AfterValidator(_not_blank),
 ]
 
 

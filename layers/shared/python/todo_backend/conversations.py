@@ -26,8 +26,19 @@ class ConversationNotFoundError(NotFoundError):
         super().__init__("Conversation not found")
 
 
+def without_nul(value: Any) -> Any:
+    """PostgreSQL stores no NUL in text or jsonb; what the model sends may contain one."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    return value
+
+
 def title_from(message: str) -> str:
-    title = " ".join(message.split())
+    title = " ".join(message.split()) or "New conversation"
     if len(title) > CONVERSATION_TITLE_MAX:
         title = title[: CONVERSATION_TITLE_MAX - 1].rstrip() + "…"
     return title
@@ -149,9 +160,9 @@ def finish_turn(
     db.fetch_one(
         FINISH_TURN.bindparams(
             conversation_id=conversation_id,
-            content=content,
-            tool_calls=json.dumps(list(tool_calls)) if tool_calls else None,
-            tool_plans=json.dumps(list(tool_plans)) if tool_plans else None,
+            content=without_nul(content),
+            tool_calls=json.dumps(without_nul(list(tool_calls))) if tool_calls else None,
+            tool_plans=json.dumps(without_nul(list(tool_plans))) if tool_plans else None,
         )
     )
 

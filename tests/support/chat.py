@@ -1,0 +1,180 @@
+"""Shared fixtures and helpers of the chat tests.
+
+The app talks to a local FakeCohere through the real `cohere` SDK; tests assert on what the SDK
+sent (the fake records every request) and on the database afterwards.
+
+Import the fixture explicitly in a test module (it is registered under the name `fake_cohere`):
+
+    from tests.support.chat import fake_cohere_fixture  # noqa: F401
+"""
+
+import importlib
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.fakes.cohere_server import FakeCohere, RecordedRequest
+from tests.support.tokens import make_token, new_user_id
+
+TEST_API_KEY = "test-key"
+DEFAULT_BUDGET_SECONDS = "3"
+TOOL_NAMES = ("add_task", "list_tasks", "complete_task", "delete_task", "update_task")
+
+
+def clear_cohere_client() -> None:
+    from todo_backend.assistant import get_cohere_client
+
+    get_cohere_client.cache_clear()
+
+
+@pytest.fixture(name="fake_cohere")
+def fake_cohere_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCohere]:
+    """A started FakeCohere that the chat function is configured to call.
+
+    Only the settings and the Cohere client are rebuilt (a warm container whose environment
+    changed): the database engine stays, which saves a connection per test. Tests that need a
+    real cold start also take `configure` and call `reconfigure`.
+    """
+    # The app imports the SDK lazily, inside the turn's time budget; a warm container has it.
+    importlib.import_module("cohere").ClientV2  # noqa: B018
+    fake = FakeCohere().start()
+    monkeypatch.setenv("CO_API_KEY", TEST_API_KEY)
+    monkeypatch.setenv("CO_API_URL", fake.base_url)
+    monkeypatch.setenv("CHAT_TURN_BUDGET_SECONDS", DEFAULT_BUDGET_SECONDS)
+    clear_settings_and_client()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+        monkeypatch.undo()
+        clear_settings_and_client()
+
+
+def clear_settings_and_client() -> None:
+    """After changing the environment with monkeypatch: settings and client are read afresh."""
+    from todo_backend.settings import get_settings
+
+    get_settings.cache_clear()
+    clear_cohere_client()
+
+
+def reconfigure(configure: Callable[..., None], **variables: str | None) -> None:
+    """Change the environment as a new cold start sees it, Cohere client included."""
+    configure(**variables)
+    clear_cohere_client()
+
+
+@dataclass(frozen=True)
+class ChatUser:
+    """A user of its own, for tests that run several independent turns."""
+
+    id: str = field(default_factory=new_user_id)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {make_token(self.id)}"}
+
+
+# --- calling the chat function ------------------------------------------------------------------
+
+
+def chat(api: Any, user: Any, message: str, conversation_id: str | None = None) -> Any:
+    body: dict[str, Any] = {"message": message}
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    return api.post(f"/api/{user.id}/chat", json=body, headers=user.headers)
+
+
+def chat_ok(api: Any, user: Any, message: str, conversation_id: str | None = None) -> Any:
+    """A turn that must succeed; returns the response body."""
+    response = chat(api, user, message, conversation_id)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def conversations_page(api: Any, user: Any, **params: Any) -> dict[str, Any]:
+    response = api.get(f"/api/{user.id}/conversations", params=params or None, headers=user.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def only_conversation_id(api: Any, user: Any) -> str:
+    """The id of the user's one and only conversation (a failed turn returns no id)."""
+    page = conversations_page(api, user)
+    assert page["total"] == 1, page
+    return page["items"][0]["id"]
+
+
+def stored_messages(api: Any, user: Any, conversation_id: str) -> list[dict[str, Any]]:
+    response = api.get(
+        f"/api/{user.id}/conversations/{conversation_id}/messages", headers=user.headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+# --- reading the database directly ----------------------------------------------------------------
+
+
+def task_row(database: Any, task_id: int) -> dict[str, Any] | None:
+    """The task as stored, whoever owns it; None when it does not exist."""
+    row = database.fetch_one(text("SELECT * FROM tasks WHERE id = :id").bindparams(id=task_id))
+    return dict(row) if row is not None else None
+
+
+def task_rows(database: Any, user_id: str) -> list[dict[str, Any]]:
+    rows = database.fetch_all(
+        text("SELECT * FROM tasks WHERE user_id = :user_id ORDER BY id").bindparams(user_id=user_id)
+    )
+    return [dict(row) for row in rows]
+
+
+def message_count(database: Any, conversation_id: str) -> int:
+    row = database.fetch_one(
+        text("SELECT count(*) AS n FROM messages WHERE conversation_id = :id").bindparams(
+            id=uuid.UUID(conversation_id)
+        )
+    )
+    assert row is not None
+    return row["n"]
+
+
+# --- reading what the SDK sent --------------------------------------------------------------------
+
+
+def tool_results(request: RecordedRequest) -> dict[str, Any]:
+    """The `role: tool` messages of a request: tool_call_id -> the decoded JSON content."""
+    return {
+        message["tool_call_id"]: json.loads(message["content"])
+        for message in request.messages
+        if message["role"] == "tool"
+    }
+
+
+def wire_call(message: dict[str, Any], index: int = 0) -> tuple[str, str, dict[str, Any]]:
+    """(id, name, decoded arguments) of one tool call of an assistant message on the wire."""
+    call = message["tool_calls"][index]
+    assert call["type"] == "function"
+    return call["id"], call["function"]["name"], json.loads(call["function"]["arguments"])
+
+
+def utc_dates_around(action: Callable[[], Any]) -> tuple[Any, set[str]]:
+    """Run `action`; also return the UTC dates (YYYY-MM-DD) it may have seen as today."""
+    before = datetime.now(UTC)
+    result = action()
+    after = datetime.now(UTC)
+    return result, {before.strftime("%Y-%m-%d"), after.strftime("%Y-%m-%d")}
+
+
+def is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
