@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, RowMapping
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql import Executable
 
 from todo_backend.settings import ConfigurationError, get_settings
@@ -134,7 +135,9 @@ def _mark_disconnects(context: ExceptionContext) -> None:
     sqlstate = (
         original.args[0].get("C") if original.args and isinstance(original.args[0], dict) else None
     )
-    if sqlstate in DISCONNECT_SQLSTATES or isinstance(original, (ConnectionError, EOFError)):
+    if sqlstate in DISCONNECT_SQLSTATES or isinstance(
+        original.__cause__ or original, (ConnectionError, EOFError)
+    ):
         context.is_disconnect = True
 
 
@@ -152,16 +155,19 @@ class Database:
         """Run `work` with a pooled connection; the connection goes back to the pool after it."""
         for attempt in (1, 2):
             try:
-                with self.engine.connect() as connection:
+                connection = self.engine.connect()
+            except (DBAPIError, PoolTimeoutError, OSError) as error:
+                # Cannot connect (server down, too many clients, pool exhausted): no retry, so an
+                # unreachable host costs one connect timeout, not two.
+                raise DatabaseUnavailableError(type(error).__name__) from error
+            with connection:
+                try:
                     return work(connection)
-            except DBAPIError as error:
-                if error.connection_invalidated and attempt == 1:
-                    continue
-                if error.connection_invalidated or isinstance(error.orig, ConnectionError):
-                    raise DatabaseUnavailableError(str(error.orig)) from error
-                raise
-            except (ConnectionError, TimeoutError) as error:
-                raise DatabaseUnavailableError(str(error)) from error
+                except DBAPIError as error:
+                    if not error.connection_invalidated:
+                        raise
+                    if attempt == 2:
+                        raise DatabaseUnavailableError("connection lost") from error
         raise AssertionError("unreachable")
 
     def fetch_all(self, statement: Executable) -> Sequence[RowMapping]:

@@ -10,7 +10,16 @@ from datetime import datetime
 from typing import Any
 
 from pg8000.converters import make_params, timestamptz_in
-from pg8000.core import DESCRIBE, EXECUTE_MSG, NULL_BYTE, PORTAL, SYNC_MSG, Context
+from pg8000.core import (
+    DESCRIBE,
+    EXECUTE_MSG,
+    NULL_BYTE,
+    PORTAL,
+    SYNC_MSG,
+    Context,
+    _flush,
+    _write,
+)
 from pg8000.exceptions import InterfaceError
 from pg8000.legacy import Connection
 
@@ -44,8 +53,10 @@ class PipelinedConnection(Connection):
         self.send_PARSE(NULL_BYTE, statement, oids)
         self.send_BIND(NULL_BYTE, params)
         self._send_message(DESCRIBE, PORTAL + NULL_BYTE)
-        self._sock.write(EXECUTE_MSG)
-        self._sock.write(SYNC_MSG)
-        self._sock.flush()
+        # pg8000's own helpers turn a dead socket into InterfaceError("network error"), which
+        # SQLAlchemy recognises as a disconnect (so the pool reconnects).
+        _write(self._sock, EXECUTE_MSG)
+        _write(self._sock, SYNC_MSG)
+        _flush(self._sock)
         self.handle_messages(context)
         return context
