@@ -373,7 +373,10 @@ def size_rows() -> list[Row]:
         return [("artefact sizes", "skipped: scripts/sam_build.sh missing", "", "")]
     with tempfile.TemporaryDirectory() as folder:
         result = subprocess.run(
-            [str(build_script), folder, "x86_64"], capture_output=True, text=True, cwd=ROOT
+            [str(build_script), "x86_64", "--build-dir", folder],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         )
         if result.returncode != 0:
             return [("artefact sizes", "skipped: sam build failed", "", "")]

