@@ -7,7 +7,7 @@ from fastapi import Query, status
 from mangum import Mangum
 
 from todo_backend import conversations
-from todo_backend.api import DatabaseDep, PathUser, create_app
+from todo_backend.api import DatabaseDep, PathUser, create_app, errors
 from todo_backend.assistant import run_turn
 from todo_backend.conversation_models import (
     ChatRequest,
@@ -20,12 +20,12 @@ from todo_backend.observability import instrumented
 app = create_app("Todo assistant API", "Manage your tasks in plain language.")
 
 
-@app.post("/api/{user_id}/chat")
+@app.post("/api/{user_id}/chat", responses=errors(403, 404, 429, 502, 504))
 def chat(user: PathUser, db: DatabaseDep, body: ChatRequest) -> ChatResponse:
     return run_turn(db, user, body)
 
 
-@app.get("/api/{user_id}/conversations")
+@app.get("/api/{user_id}/conversations", responses=errors(403))
 def list_conversations(
     user: PathUser,
     db: DatabaseDep,
@@ -35,13 +35,15 @@ def list_conversations(
     return conversations.list_conversations(db, user, limit, offset)
 
 
-@app.get("/api/{user_id}/conversations/{conversation_id}/messages")
+@app.get("/api/{user_id}/conversations/{conversation_id}/messages", responses=errors(403, 404))
 def list_messages(user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID) -> MessageList:
     return conversations.list_messages(db, user, conversation_id)
 
 
 @app.delete(
-    "/api/{user_id}/conversations/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT
+    "/api/{user_id}/conversations/{conversation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors(403, 404),
 )
 def delete_conversation(user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID) -> None:
     conversations.delete_conversation(db, user, conversation_id)

@@ -10,7 +10,7 @@ from fastapi import Body, Header, Path, Query, Response, status
 from mangum import Mangum
 
 from todo_backend import tasks
-from todo_backend.api import CurrentUser, DatabaseDep, create_app
+from todo_backend.api import CurrentUser, DatabaseDep, create_app, errors
 from todo_backend.models import (
     IdempotencyKey,
     TaskCompletion,
@@ -32,7 +32,7 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@app.get("/api/tasks")
+@app.get("/api/tasks", responses=errors())
 async def list_tasks(
     user: CurrentUser, db: DatabaseDep, query: Annotated[TaskListQuery, Query()]
 ) -> TaskPage:
@@ -42,7 +42,10 @@ async def list_tasks(
 @app.post(
     "/api/tasks",
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": TaskPublic, "description": "Repeat of an idempotent create"}},
+    responses={
+        200: {"model": TaskPublic, "description": "Repeat of an idempotent create"},
+        **errors(),
+    },
 )
 async def create_task(
     user: CurrentUser,
@@ -58,26 +61,26 @@ async def create_task(
     return task
 
 
-@app.get("/api/tasks/{task_id}")
+@app.get("/api/tasks/{task_id}", responses=errors(404))
 async def get_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> TaskPublic:
     return tasks.get_task(db, user, task_id)
 
 
-@app.put("/api/tasks/{task_id}")
+@app.put("/api/tasks/{task_id}", responses=errors(404))
 async def replace_task(
     user: CurrentUser, db: DatabaseDep, task_id: TaskId, body: TaskCreate
 ) -> TaskPublic:
     return tasks.replace_task(db, user, task_id, body)
 
 
-@app.patch("/api/tasks/{task_id}")
+@app.patch("/api/tasks/{task_id}", responses=errors(404))
 async def update_task(
     user: CurrentUser, db: DatabaseDep, task_id: TaskId, body: TaskUpdate
 ) -> TaskPublic:
     return tasks.update_task(db, user, task_id, body)
 
 
-@app.patch("/api/tasks/{task_id}/complete")
+@app.patch("/api/tasks/{task_id}/complete", responses=errors(404))
 async def complete_task(
     user: CurrentUser,
     db: DatabaseDep,
@@ -87,7 +90,7 @@ async def complete_task(
     return tasks.set_completion(db, user, task_id, body.completed if body else None)
 
 
-@app.delete("/api/tasks/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
+@app.delete("/api/tasks/{task_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 async def delete_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> None:
     tasks.delete_task(db, user, task_id)
 

@@ -4,11 +4,35 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Path
 from fastapi.middleware.cors import CORSMiddleware
+from pydantic import BaseModel
 
 from todo_backend.auth import get_token_verifier
 from todo_backend.db import Database, get_database
 from todo_backend.errors import AuthenticationError, PermissionDeniedError, install_error_handlers
 from todo_backend.settings import get_settings
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+ERROR_DESCRIPTIONS = {
+    401: "Missing, malformed, expired or badly signed token (`WWW-Authenticate: Bearer`)",
+    403: "The path's user id is not the token's subject",
+    404: "No such task or conversation for this user",
+    429: "The model provider is rate limiting (`Retry-After` when known)",
+    502: "The model provider failed",
+    503: "The database or the model provider is not available",
+    504: "The model provider did not answer in time",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI `responses` for the error statuses a route can answer."""
+    return {
+        code: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[code]}
+        for code in (401, 503, *codes)
+    }
 
 
 def create_app(title: str, description: str) -> FastAPI:
