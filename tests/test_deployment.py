@@ -521,3 +521,24 @@ def test_the_built_chat_function_answers_events(
     )
     record_property("ChatFunction_import_seconds", result["import_seconds"])
     record_property("ChatFunction_peak_rss_mb", result["peak_rss_mb"])
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if "==" in requirement:
+            name, version = requirement.split("==", 1)
+            pins[name.split("[", 1)[0].strip().lower()] = version.strip()
+    return pins
+
+
+def test_chat_function_pins_agree_with_the_layer():
+    # Given the layer's and the chat function's requirements (the function's copy of a package
+    # shadows the layer's on Lambda's sys.path)
+    layer = _pins(ROOT / "layers" / "shared" / "requirements.txt")
+    chat = _pins(ROOT / "functions" / "chat" / "requirements.txt")
+    # Then every package pinned by both is pinned to the same version
+    shared = layer.keys() & chat.keys()
+    assert "pydantic" in shared
+    assert {name: chat[name] for name in shared} == {name: layer[name] for name in shared}
