@@ -24,6 +24,7 @@ from todo_backend.models import (
     StrictModel,
     UtcDateTime,
     reject_control_characters_but_line_breaks,
+    set_by_database_now,
 )
 
 MESSAGE_MAX = 4000
@@ -49,14 +50,8 @@ class Conversation(SQLModel, table=True):
     )
     user_id: str = Field(sa_column=Column(Text, nullable=False))
     title: str = Field(sa_column=Column(String(CONVERSATION_TITLE_MAX), nullable=False))
-    created_at: datetime | None = Field(
-        default=None,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
-    )
-    updated_at: datetime | None = Field(
-        default=None,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
-    )
+    created_at: datetime | None = set_by_database_now()
+    updated_at: datetime | None = set_by_database_now()
 
 
 class Message(SQLModel, table=True):

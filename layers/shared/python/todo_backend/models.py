@@ -159,6 +159,14 @@ IdempotencyKey = Annotated[
 # --- the table ----------------------------------------------------------------------------------
 
 
+def set_by_database_now() -> Any:
+    """A `timestamptz NOT NULL DEFAULT now()` column: the database's clock, not the container's."""
+    return Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     __table_args__ = (
@@ -199,14 +207,8 @@ class Task(SQLModel, table=True):
     )
     due_date: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     completed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    created_at: datetime | None = Field(
-        default=None,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
-    )
-    updated_at: datetime | None = Field(
-        default=None,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
-    )
+    created_at: datetime | None = set_by_database_now()
+    updated_at: datetime | None = set_by_database_now()
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(IDEMPOTENCY_KEY_MAX)))
 
 
