@@ -2,9 +2,9 @@
 # `sam build` without Docker for one Lambda architecture, the functions and the layer alike:
 #   scripts/sam_build.sh [arm64|x86_64] [more sam build options, e.g. --build-dir DIR]
 # The architecture (default arm64, as deployed) goes both to the template's Architecture parameter
-# (functions, built by SAM) and to LAYER_ARCHITECTURE (layers/shared/Makefile): SAM does not tell a
-# makefile build which architecture it targets. Needs python3.12 on PATH (CI: setup-python) or
-# pyenv's 3.12.1 (or the venv's), and the SAM CLI, 1.170.0 or newer for arm64: older releases only
+# (the tasks function, built by SAM) and to LAMBDA_ARCHITECTURE (read by the layer's and the chat
+# function's Makefiles): SAM does not tell a makefile build which architecture it targets.
+# Needs python3.12 on PATH (CI: setup-python) or pyenv's 3.12.1 (or the venv's), and the SAM CLI, 1.170.0 or newer for arm64: older releases only
 # accept manylinux2014 wheels for arm64, and some of cohere's dependencies no longer ship those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,5 +37,5 @@ if ! command -v "$sam" >/dev/null 2>&1; then
   echo "error: SAM CLI not found: .venv/bin/python -m venv .local/sam && .local/sam/bin/pip install aws-sam-cli==1.170.0" >&2
   exit 1
 fi
-export SAM_CLI_TELEMETRY=0 LAYER_ARCHITECTURE="$architecture"
+export SAM_CLI_TELEMETRY=0 LAMBDA_ARCHITECTURE="$architecture"
 exec "$sam" build --template-file template.yaml --parameter-overrides "Architecture=$architecture" "$@"
