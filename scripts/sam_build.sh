@@ -4,8 +4,9 @@
 # The architecture (default arm64, as deployed) goes both to the template's Architecture parameter
 # (the tasks function, built by SAM) and to LAMBDA_ARCHITECTURE (read by the layer's and the chat
 # function's Makefiles): SAM does not tell a makefile build which architecture it targets.
-# Needs python3.12 on PATH (CI: setup-python) or pyenv's 3.12.1 (or the venv's), and the SAM CLI, 1.170.0 or newer for arm64: older releases only
-# accept manylinux2014 wheels for arm64, and some of cohere's dependencies no longer ship those.
+# Needs python3.12 on PATH (CI: setup-python) or pyenv's 3.12.1 (or the venv's), and the SAM CLI,
+# 1.170.0 or newer for arm64: older releases only accept manylinux2014 wheels for arm64, and some
+# of cohere's dependencies no longer ship those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
