@@ -8,6 +8,8 @@ Not part of the test run: the figures are for reading, not for asserting.
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -192,6 +194,8 @@ def main() -> None:
     parser.add_argument("--skip-build", action="store_true", help="skip the sam build sizes")
     args = parser.parse_args()
 
+    # The table is the output: keep the functions' JSON logs and EMF metrics off stdout.
+    os.environ.update(POWERTOOLS_LOG_LEVEL="WARNING")
     server = server_url()
     database_url = create_fresh_database(server, prefix="todo_bench")
     rows: list[Row] = []
@@ -200,13 +204,14 @@ def main() -> None:
         os.environ.update(DATABASE_URL=database_url, BETTER_AUTH_SECRET=TEST_SECRET)
         os.environ.pop("CO_API_KEY", None)
         token = make_token("bench-user", expires_in=3600)
-        print("cold starts …", file=sys.stderr, flush=True)
-        rows += cold_start_rows(token, args.cold_runs)
-        print("warm latency …", file=sys.stderr, flush=True)
-        rows += warm_rows(database_url, token, args.iterations)
-        if not args.skip_build:
-            print("sam build for sizes …", file=sys.stderr, flush=True)
-            rows += size_rows()
+        with contextlib.redirect_stdout(io.StringIO()):  # EMF metrics are printed
+            print("cold starts …", file=sys.stderr, flush=True)
+            rows += cold_start_rows(token, args.cold_runs)
+            print("warm latency …", file=sys.stderr, flush=True)
+            rows += warm_rows(database_url, token, args.iterations)
+            if not args.skip_build:
+                print("sam build for sizes …", file=sys.stderr, flush=True)
+                rows += size_rows()
     finally:
         from todo_backend.db import get_database
 
