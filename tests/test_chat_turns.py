@@ -335,7 +335,7 @@ def test_remember_to_pay_bills(chat_api, fake_cohere, user, database):
     result = body["tool_calls"][0]["result"]
     assert result["status"] == "created"
     assert result["title"] == "Pay bills"
-    assert result["due_date"] == "2026-12-01T00:00:00+00:00"
+    assert result["due_date"] == "2026-12-01T00:00:00Z"
     assert result["tags"] == ["finance", "home"]
     [row] = task_rows(database, user.id)
     assert row["id"] == result["task_id"]

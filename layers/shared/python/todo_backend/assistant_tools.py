@@ -132,22 +132,20 @@ class UpdateTaskArguments(TaskIdArguments):
     tags: Tags | None = None
 
 
+SUMMARY_FIELDS = {"title", "description", "priority", "due_date", "tags", "completed"}
+
+
 def _summary(task: TaskPublic, status: str) -> dict[str, Any]:
+    """The task as the REST API shows it (same JSON, e.g. dates in UTC with `Z`)."""
     return {
         "task_id": task.id,
         "status": status,
-        "title": task.title,
-        "description": task.description,
-        "priority": task.priority.value,
-        "due_date": task.due_date.isoformat() if task.due_date else None,
-        "tags": task.tags,
-        "completed": task.completed,
+        **task.model_dump(mode="json", include=SUMMARY_FIELDS),
     }
 
 
 def _listed(task: TaskPublic) -> dict[str, Any]:
-    summary = _summary(task, "completed" if task.completed else "pending")
-    return summary
+    return _summary(task, "completed" if task.completed else "pending")
 
 
 def add_task(db: Database, user_id: str, arguments: dict[str, Any]) -> dict[str, Any]:
