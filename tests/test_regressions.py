@@ -67,3 +67,42 @@ def test_blank_chat_message_is_a_422(chat_api, user):
         f"/api/{user.id}/chat", json={"message": "   \n\t "}, headers=user.headers
     )
     assert response.status_code == 422
+
+
+class ResetSocket:
+    """A socket file whose peer has reset the connection (ECONNRESET on the first read)."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, data):
+        return len(data)
+
+    def flush(self):
+        return None
+
+    def read(self, size):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    def close(self):
+        self.real.close()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT pg_backend_pid() AS pid", "SELECT pg_backend_pid() AS pid, CAST(:x AS int) AS x"],
+    ids=["simple query", "with parameters"],
+)
+def test_connection_reset_on_the_first_read_reconnects(database, sql):
+    # Given the container's pooled connection, whose socket the server has since reset
+    from sqlalchemy import text
+
+    statement = text(sql).bindparams(x=1) if ":x" in sql else text(sql)
+    pid = database.fetch_one(statement)["pid"]
+    with database.engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        raw._sock = ResetSocket(raw._sock)
+    # When the next statement runs
+    row = database.fetch_one(statement)
+    # Then it succeeded on a new connection instead of surfacing the reset
+    assert row["pid"] != pid

@@ -50,13 +50,24 @@ class PipelinedConnection(Connection):
         context = Context(statement, stream=stream)
         if self._sock is None:
             raise InterfaceError("connection is closed")
-        self.send_PARSE(NULL_BYTE, statement, oids)
-        self.send_BIND(NULL_BYTE, params)
-        self._send_message(DESCRIBE, PORTAL + NULL_BYTE)
-        # pg8000's own helpers turn a dead socket into InterfaceError("network error"), which
-        # SQLAlchemy recognises as a disconnect (so the pool reconnects).
-        _write(self._sock, EXECUTE_MSG)
-        _write(self._sock, SYNC_MSG)
-        _flush(self._sock)
-        self.handle_messages(context)
+        # A dead socket must surface as InterfaceError("network error"), which SQLAlchemy treats
+        # as a disconnect (the pool drops the connection and Database.run reconnects): pg8000's
+        # helpers do that for most socket errors, but not for a reset on the first read.
+        try:
+            self.send_PARSE(NULL_BYTE, statement, oids)
+            self.send_BIND(NULL_BYTE, params)
+            self._send_message(DESCRIBE, PORTAL + NULL_BYTE)
+            _write(self._sock, EXECUTE_MSG)
+            _write(self._sock, SYNC_MSG)
+            _flush(self._sock)
+            self.handle_messages(context)
+        except OSError as error:
+            raise InterfaceError("network error") from error
         return context
+
+    def execute_simple(self, statement: str) -> Context:
+        """Statements without parameters take pg8000's simple-query path: same error rule."""
+        try:
+            return super().execute_simple(statement)
+        except OSError as error:
+            raise InterfaceError("network error") from error
