@@ -106,3 +106,21 @@ def test_connection_reset_on_the_first_read_reconnects(database, sql):
     row = database.fetch_one(statement)
     # Then it succeeded on a new connection instead of surfacing the reset
     assert row["pid"] != pid
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer not-a-jwt"}],
+    ids=["no token", "bad token"],
+)
+def test_token_is_checked_before_the_body(tasks_api, chat_api, headers):
+    # Given a request whose body is malformed JSON and whose token is missing or invalid
+    body = {"content": "{not json", "headers": {**headers, "content-type": "application/json"}}
+    # When it reaches either function
+    responses = [
+        tasks_api.post("/api/tasks", **body),
+        chat_api.post("/api/someone/chat", **body),
+    ]
+    # Then the answer is 401 (API.md), not the 422 a malformed body would otherwise get first
+    assert [r.status_code for r in responses] == [401, 401]
+    assert all(r.headers["WWW-Authenticate"] == "Bearer" for r in responses)

@@ -1,9 +1,13 @@
 """What the route handlers of both functions depend on: the app skeleton and `Annotated` aliases."""
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path
+from fastapi import Depends, FastAPI, Path, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from todo_backend.auth import get_token_verifier
@@ -39,6 +43,7 @@ def create_app(title: str, description: str) -> FastAPI:
     """A FastAPI app with the shared error mapping and CORS; routes are added by the function."""
     settings = get_settings()
     app = FastAPI(title=title, description=description, version="1.0.0")
+    app.router.route_class = AuthenticatedRoute
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -52,9 +57,7 @@ def create_app(title: str, description: str) -> FastAPI:
     return app
 
 
-# Dependencies are async: they do no I/O worth a worker thread (the JWKS fetch is rare and
-# bounded by a timeout), and a thread hop per dependency is measurable on every request.
-async def current_user(authorization: Annotated[str | None, Header()] = None) -> str:
+def authenticate(authorization: str | None) -> str:
     """The token's `sub`; 401 with `WWW-Authenticate: Bearer` for anything else."""
     if authorization is None:
         raise AuthenticationError("Not authenticated")
@@ -62,6 +65,40 @@ async def current_user(authorization: Annotated[str | None, Header()] = None) ->
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError("Not authenticated")
     return get_token_verifier().verify(token.strip())
+
+
+bearer = HTTPBearer(auto_error=False, description="A JWT issued by Better Auth")
+
+
+# Dependencies are async: they do no I/O worth a worker thread (the JWKS fetch is rare and
+# bounded by a timeout), and a thread hop per dependency is measurable on every request.
+async def current_user(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> str:
+    """The user that `AuthenticatedRoute` established (the bearer scheme documents it)."""
+    user: str = request.state.user
+    return user
+
+
+def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
+    return any(d.call is call or _depends_on(d, call) for d in dependant.dependencies)
+
+
+class AuthenticatedRoute(APIRoute):
+    """Checks the token before FastAPI reads the body, for routes that depend on `current_user`:
+    without a valid token the answer is 401 whatever the body (else a malformed body wins, 422)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+        if not _depends_on(self.dependant, current_user):
+            return handle
+
+        async def authenticated(request: Request) -> Response:
+            request.state.user = authenticate(request.headers.get("authorization"))
+            return await handle(request)
+
+        return authenticated
 
 
 CurrentUser = Annotated[str, Depends(current_user)]
