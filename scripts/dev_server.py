@@ -45,6 +45,7 @@ def main() -> None:
     os.environ["BETTER_AUTH_SECRET"] = dev_auth_secret()
     os.environ.setdefault("DB_POOL_SIZE", "4")
     os.environ.setdefault("CORS_ORIGINS", "http://localhost:3000")
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "todo-local")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(SHARED_PYTHON)])
     sys.path[:0] = [str(ROOT), str(SHARED_PYTHON)]
     port = int(os.environ.get("PORT", "8000"))

@@ -14,6 +14,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from tests.support.jwks_server import JwksServer
 from tests.support.tokens import TEST_SECRET, make_token
+from todo_backend.auth import JWKS_REFETCH_COOLDOWN_SECONDS
 
 ISSUER = "https://todo.example.test"
 AUDIENCE = "todo-api"
@@ -345,14 +346,34 @@ def test_jwks_picks_up_a_key_added_after_the_first_fetch(
     warm = list_titles(tasks_api, bearer(signed(user.id, private["ed-1"], "EdDSA", "ed-1")))
     assert warm.status_code == 200
     assert with_jwks.requests == 1
-    # When the issuer rotates in a new key and signs a token with it
+    # When the issuer rotates in a new key and signs a token with it (a moment later: refetches
+    # are at most one per JWKS_REFETCH_COOLDOWN_SECONDS, so forged kids cannot force one each)
     rotated = ed25519.Ed25519PrivateKey.generate()
     with_jwks.add_key(_jwk(OKPAlgorithm, rotated.public_key(), "ed-2", "EdDSA"))
+    time.sleep(JWKS_REFETCH_COOLDOWN_SECONDS + 0.1)
     response = list_titles(tasks_api, bearer(signed(user.id, rotated, "EdDSA", "ed-2")))
     # Then the unknown kid makes the verifier refetch the set once, and the token is accepted
     assert response.status_code == 200, response.text
     assert [item["id"] for item in response.json()["items"]] == [task.id]
     assert with_jwks.requests == 2
+
+
+def test_forged_kids_cannot_make_every_request_fetch_the_key_set(
+    tasks_api, user, signing_keys, with_jwks
+):
+    # Given JWKS is configured and the set was just fetched
+    private = signing_keys["private"]
+    warm = list_titles(tasks_api, bearer(signed(user.id, private["ed-1"], "EdDSA", "ed-1")))
+    assert warm.status_code == 200
+    # When several tokens arrive at once with kids that are not in the set
+    forger = ed25519.Ed25519PrivateKey.generate()
+    statuses = [
+        list_titles(tasks_api, bearer(signed(user.id, forger, "EdDSA", f"forged-{n}"))).status_code
+        for n in range(5)
+    ]
+    # Then each is refused, and the key set was not fetched again for each of them
+    assert statuses == [401] * 5
+    assert with_jwks.requests <= 2
 
 
 def test_jwks_does_not_disable_hs256(tasks_api, user, task_factory, with_jwks):

@@ -1,6 +1,11 @@
 """Regressions found by review and by the benchmark/fuzzing work, one test each."""
 
+import os
+import time
+
 import pytest
+
+from tests.support.chat import fake_cohere_fixture  # noqa: F401
 
 
 @pytest.mark.parametrize("tag", ["İ" * 30, "İ" * 16])
@@ -93,7 +98,7 @@ class ResetSocket:
     ["SELECT pg_backend_pid() AS pid", "SELECT pg_backend_pid() AS pid, CAST(:x AS int) AS x"],
     ids=["simple query", "with parameters"],
 )
-def test_connection_reset_on_the_first_read_reconnects(database, sql):
+def test_read_whose_connection_resets_mid_statement_is_run_again(database, sql):
     # Given the container's pooled connection, whose socket the server has since reset
     from sqlalchemy import text
 
@@ -102,9 +107,46 @@ def test_connection_reset_on_the_first_read_reconnects(database, sql):
     with database.engine.connect() as connection:
         raw = connection.connection.dbapi_connection
         raw._sock = ResetSocket(raw._sock)
-    # When the next statement runs
-    row = database.fetch_one(statement)
+    # When the next read runs
+    row = database.fetch_one(statement, idempotent=True)
     # Then it succeeded on a new connection instead of surfacing the reset
+    assert row["pid"] != pid
+
+
+def test_write_whose_connection_resets_mid_statement_is_not_run_twice(tasks_api, user, database):
+    # Given a task, and the container's pooled connection reset as the next statement is sent
+    from sqlalchemy import text
+
+    task = tasks_api.post("/api/tasks", json={"title": "t"}, headers=user.headers).json()
+    database.fetch_one(text("SELECT 1"))
+    with database.engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        raw._sock = ResetSocket(raw._sock)
+    # When a toggle (not safe to repeat) meets the reset
+    response = tasks_api.patch(f"/api/tasks/{task['id']}/complete", headers=user.headers)
+    # Then the client is told to try again, and the toggle was not applied twice
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    after = tasks_api.get(f"/api/tasks/{task['id']}", headers=user.headers).json()
+    assert after["completed"] is False
+
+
+def test_connection_closed_by_the_server_while_idle_is_replaced_before_use(database):
+    # Given the pooled connection, terminated by the server between two requests
+    from sqlalchemy import text
+
+    from tests.support.database import admin_connection
+
+    pid = database.fetch_one(text("SELECT pg_backend_pid() AS pid"))["pid"]
+    admin = admin_connection(os.environ["DATABASE_URL"])
+    try:
+        admin.run("SELECT pg_terminate_backend(:pid)", pid=pid)
+    finally:
+        admin.close()
+    time.sleep(0.2)
+    # When a write (never retried) is the next statement
+    row = database.fetch_one(text("SELECT pg_backend_pid() AS pid, now() AS at"))
+    # Then the dead connection was noticed at checkout, and the statement ran on a new one
     assert row["pid"] != pid
 
 
@@ -124,3 +166,34 @@ def test_token_is_checked_before_the_body(tasks_api, chat_api, headers):
     # Then the answer is 401 (API.md), not the 422 a malformed body would otherwise get first
     assert [r.status_code for r in responses] == [401, 401]
     assert all(r.headers["WWW-Authenticate"] == "Bearer" for r in responses)
+
+
+def test_lone_surrogate_in_a_request_is_a_422_not_a_500(tasks_api, chat_api, user):
+    # Given JSON whose string holds a lone UTF-16 surrogate (valid JSON, not valid Unicode)
+    body = '{"title": "a\\ud800b"}'
+    chat_body = '{"message": "hi \\ud800"}'
+    headers = {**user.headers, "content-type": "application/json"}
+    # When it is sent to either function
+    task = tasks_api.post("/api/tasks", content=body, headers=headers)
+    chat = chat_api.post(f"/api/{user.id}/chat", content=chat_body, headers=headers)
+    # Then it is refused as invalid input, with FastAPI's list of errors
+    assert (task.status_code, chat.status_code) == (422, 422)
+    assert task.json()["detail"][0]["loc"] == ["body", "title"]
+
+
+def test_what_the_model_sends_is_stored_even_with_a_lone_surrogate(chat_api, fake_cohere, user):
+    from tests.fakes.cohere_server import text_reply, tool_calls_reply
+    from tests.support.chat import chat_ok, stored_messages
+
+    # Given a model whose tool arguments and reply hold a lone surrogate
+    fake_cohere.script(
+        tool_calls_reply(("add_task", '{"title": "milk \\ud83d"}')),
+        text_reply("Done \ud83d"),
+    )
+    # When the user chats
+    body = chat_ok(chat_api, user, "Add milk")
+    # Then the turn succeeds and the assistant message, with its tool call, is stored
+    stored = stored_messages(chat_api, user, body["conversation_id"])
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert stored[1]["tool_calls"][0]["name"] == "add_task"
+    assert stored[1]["content"].startswith("Done ")

@@ -1,4 +1,9 @@
-"""Lambda function `chat`: the assistant and its conversations. Routing only."""
+"""Lambda function `chat`: the assistant and its conversations. Routing only.
+
+As in the tasks function, the short database routes are `async def` (no worker-thread hop). The
+chat turn stays a plain `def`: it waits seconds on Cohere, and locally (uvicorn) must not block
+the event loop that serves everything else.
+"""
 
 import uuid
 from typing import Annotated
@@ -26,17 +31,17 @@ def chat(user: PathUser, db: DatabaseDep, body: ChatRequest) -> ChatResponse:
 
 
 @app.get("/api/{user_id}/conversations", responses=errors(403))
-def list_conversations(
+async def list_conversations(
     user: PathUser,
     db: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> ConversationPage:
     return conversations.list_conversations(db, user, limit, offset)
 
 
 @app.get("/api/{user_id}/conversations/{conversation_id}/messages", responses=errors(403, 404))
-def list_messages(user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID) -> MessageList:
+async def list_messages(user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID) -> MessageList:
     return conversations.list_messages(db, user, conversation_id)
 
 
@@ -45,7 +50,7 @@ def list_messages(user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID) -
     status_code=status.HTTP_204_NO_CONTENT,
     responses=errors(403, 404),
 )
-def delete_conversation(user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID) -> None:
+async def delete_conversation(user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID) -> None:
     conversations.delete_conversation(db, user, conversation_id)
 
 

@@ -104,7 +104,7 @@ class AuthenticatedRoute(APIRoute):
 CurrentUser = Annotated[str, Depends(current_user)]
 
 
-async def path_user(user_id: Annotated[str, Path(max_length=255)], subject: CurrentUser) -> str:
+async def path_user(user_id: Annotated[str, Path()], subject: CurrentUser) -> str:
     """A `{user_id}` path segment must be the token's own subject."""
     if user_id != subject:
         raise PermissionDeniedError("Not allowed to act for another user")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from todo_backend import conversations
 from todo_backend.assistant_tools import TOOL_DEFINITIONS, TOOLS, execute_tool, parse_arguments
 from todo_backend.conversation_models import ChatRequest, ChatResponse, ToolCallPublic
+from todo_backend.conversations import encodable
 from todo_backend.db import Database
 from todo_backend.errors import ServiceUnavailableError, UpstreamError
 from todo_backend.observability import count, logger, milliseconds
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     import cohere
 
 COHERE_DEFAULT_URL = "https://api.cohere.com"
-TOOL_NAMES = frozenset(TOOLS)
 # One retry of a transient upstream failure, only while this much of the budget is left.
 RETRY_MIN_REMAINING_SECONDS = 8.0
 RETRY_PAUSE_SECONDS = 0.5
@@ -116,12 +116,14 @@ def _wire_call(call: dict[str, Any]) -> dict[str, Any]:
 class Turn:
     """Runs the model/tool loop of one turn against a deadline."""
 
-    def __init__(self, db: Database, settings: Settings, user_id: str, state: TurnState) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, user_id: str, state: TurnState, deadline: float
+    ) -> None:
         self.db = db
         self.settings = settings
         self.user_id = user_id
         self.state = state
-        self.deadline = time.monotonic() + settings.chat_turn_budget_seconds
+        self.deadline = deadline
 
     def run(self, messages: list[dict[str, Any]]) -> str:
         for step in range(self.settings.chat_max_steps):
@@ -151,15 +153,17 @@ class Turn:
         return STEP_LIMIT_NOTE
 
     def _execute(self, call: "ModelCall", step: int) -> dict[str, Any]:
-        arguments = parse_arguments(call.raw_arguments)
+        raw_arguments = encodable(call.raw_arguments)
+        # JSON escapes can decode to a lone surrogate, which nothing downstream can encode.
+        arguments = encodable(parse_arguments(call.raw_arguments))
         result = execute_tool(self.db, self.user_id, call.name, arguments)
-        count("ToolCalls", tool=call.name if call.name in TOOL_NAMES else "unknown")
+        count("ToolCalls", tool=call.name if call.name in TOOLS else "unknown")
         logger.info("tool call", extra={"tool": call.name, "ok": "error" not in result})
         self.state.tool_calls.append(
             {
                 "id": call.id,
                 "name": call.name,
-                "arguments": arguments if arguments is not None else {"raw": call.raw_arguments},
+                "arguments": arguments if arguments is not None else {"raw": raw_arguments},
                 "result": result,
                 "step": step,
             }
@@ -192,12 +196,12 @@ class Turn:
             except httpx.TimeoutException as error:
                 raise UpstreamError("The assistant took too long to answer", 504) from error
             except (AttributeError, TypeError, ValueError) as error:
-                logger.error("cohere sent a malformed reply")
-                raise UpstreamError(
-                    "The assistant service sent an unreadable reply", 502
-                ) from error
+                # The SDK parses replies without validating them: a malformed 200 fails here.
+                raise _unreadable_reply() from error
             except (ApiError, httpx.TransportError) as error:
                 status = getattr(error, "status_code", None)
+                if status == 504:
+                    raise UpstreamError("The assistant took too long to answer", 504) from error
                 transient = status is None or status >= 500
                 left = self.deadline - time.monotonic()
                 if attempt == 1 and transient and left > RETRY_MIN_REMAINING_SECONDS:
@@ -211,16 +215,11 @@ class Turn:
             try:
                 return ModelReply.from_message(response.message)
             except (AttributeError, TypeError, ValueError) as error:
-                # The SDK does not validate replies: a 200 of the wrong shape surfaces here.
-                logger.error("cohere sent a malformed reply")
-                raise UpstreamError(
-                    "The assistant service sent an unreadable reply", 502
-                ) from error
+                raise _unreadable_reply() from error
         raise AssertionError("unreachable")
 
 
 def _unreadable_reply() -> UpstreamError:
-    # The SDK does not validate replies: a 200 of the wrong shape surfaces as these errors.
     logger.error("cohere sent a malformed reply")
     return UpstreamError("The assistant service sent an unreadable reply", 502)
 
@@ -253,7 +252,7 @@ class ModelReply:
             calls.append(
                 ModelCall(
                     id=str(call.id or f"call_{uuid.uuid4().hex[:12]}"),
-                    name=str(function.name or ""),
+                    name=encodable(str(function.name or "")),
                     raw_arguments=arguments if isinstance(arguments, str) else "{}",
                 )
             )
@@ -262,7 +261,9 @@ class ModelReply:
             for part in (message.content or [])
             if getattr(part, "type", None) == "text" and isinstance(part.text, str)
         ).strip()
-        return cls(text=text, tool_plan=str(message.tool_plan or ""), calls=calls)
+        return cls(
+            text=encodable(text), tool_plan=encodable(str(message.tool_plan or "")), calls=calls
+        )
 
 
 def run_turn(db: Database, user_id: str, request: ChatRequest) -> ChatResponse:
@@ -270,11 +271,13 @@ def run_turn(db: Database, user_id: str, request: ChatRequest) -> ChatResponse:
     settings = get_settings()
     if settings.co_api_key is None:
         raise ServiceUnavailableError("Chat is not configured (no Cohere API key)")
+    # The budget covers the whole turn (database steps and the first turn's SDK import too), so
+    # the answer, stored, leaves before the function's timeout.
+    deadline = time.monotonic() + settings.chat_turn_budget_seconds
     conversation_id, history = conversations.start_turn(
         db, user_id, request.conversation_id, request.message
     )
     state = TurnState()
-    # Built (and the SDK imported) before the turn's clock starts: the budget is for Cohere calls.
     get_cohere_client()
     messages = [
         {"role": "system", "content": system_prompt()},
@@ -283,9 +286,11 @@ def run_turn(db: Database, user_id: str, request: ChatRequest) -> ChatResponse:
     ]
     count("ChatTurns")
     try:
-        response = Turn(db, settings, user_id, state).run(messages)
-    except UpstreamError:
-        count("CohereErrors")
+        response = Turn(db, settings, user_id, state, deadline).run(messages)
+    except Exception as error:
+        if isinstance(error, UpstreamError):
+            count("CohereErrors")
+        # Whatever failed, the tool calls that already ran are kept with their results.
         if state.tool_calls:
             conversations.finish_turn(
                 db, conversation_id, FAILED_TURN_NOTE, state.tool_calls, state.tool_plans

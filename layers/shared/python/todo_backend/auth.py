@@ -12,6 +12,7 @@ ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "RS256", "PS256")
 LEEWAY_SECONDS = 30
 JWKS_CACHE_SECONDS = 300
 JWKS_TIMEOUT_SECONDS = 5
+JWKS_REFETCH_COOLDOWN_SECONDS = 1
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,9 @@ class TokenVerifier:
                 cache_jwk_set=True,
                 lifespan=JWKS_CACHE_SECONDS,
                 timeout=JWKS_TIMEOUT_SECONDS,
-                # A key rotated in must work at once: an unknown kid refetches the set (once per
-                # request), without PyJWT's default 30 s cooldown.
-                cooldown_duration=0,
+                # An unknown kid refetches the set: a key rotated in works within a second, while
+                # forged kids cannot make every request fetch (PyJWT's default waits 30 s).
+                cooldown_duration=JWKS_REFETCH_COOLDOWN_SECONDS,
             )
         return cls(
             secret=settings.better_auth_secret.get_secret_value(),

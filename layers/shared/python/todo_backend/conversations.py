@@ -2,7 +2,7 @@
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -26,14 +26,24 @@ class ConversationNotFoundError(NotFoundError):
         super().__init__("Conversation not found")
 
 
-def without_nul(value: Any) -> Any:
-    """PostgreSQL stores no NUL in text or jsonb; what the model sends may contain one."""
+def encodable(value: Any) -> Any:
+    """Text from the model that UTF-8 can encode: a lone UTF-16 surrogate (valid in JSON, not in
+    Unicode) becomes "?". Applied to everything the model sends, before it is used."""
+    return _map_strings(value, lambda text: text.encode("utf-8", "replace").decode("utf-8"))
+
+
+def storable(value: Any) -> Any:
+    """Encodable text that PostgreSQL's text and jsonb can hold: NUL becomes U+FFFD."""
+    return _map_strings(encodable(value), lambda text: text.replace("\x00", "\ufffd"))
+
+
+def _map_strings(value: Any, change: Callable[[str], str]) -> Any:
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return change(value)
     if isinstance(value, list):
-        return [without_nul(item) for item in value]
+        return [_map_strings(item, change) for item in value]
     if isinstance(value, dict):
-        return {without_nul(key): without_nul(item) for key, item in value.items()}
+        return {_map_strings(k, change): _map_strings(v, change) for k, v in value.items()}
     return value
 
 
@@ -160,21 +170,26 @@ def finish_turn(
     db.fetch_one(
         FINISH_TURN.bindparams(
             conversation_id=conversation_id,
-            content=without_nul(content),
-            tool_calls=json.dumps(without_nul(list(tool_calls))) if tool_calls else None,
-            tool_plans=json.dumps(without_nul(list(tool_plans))) if tool_plans else None,
+            content=storable(content),
+            tool_calls=json.dumps(storable(list(tool_calls))) if tool_calls else None,
+            tool_plans=json.dumps(storable(list(tool_plans))) if tool_plans else None,
         )
     )
 
 
 def list_conversations(db: Database, user_id: str, limit: int, offset: int) -> ConversationPage:
-    rows = db.fetch_all(LIST_CONVERSATIONS.bindparams(user_id=user_id, limit=limit, offset=offset))
+    rows = db.fetch_all(
+        LIST_CONVERSATIONS.bindparams(user_id=user_id, limit=limit, offset=offset), idempotent=True
+    )
     items = [ConversationPublic.model_validate(dict(row)) for row in rows if row["id"] is not None]
     return ConversationPage(items=items, total=rows[0]["total"] if rows else 0)
 
 
 def list_messages(db: Database, user_id: str, conversation_id: uuid.UUID) -> MessageList:
-    rows = db.fetch_all(LIST_MESSAGES.bindparams(conversation_id=conversation_id, user_id=user_id))
+    rows = db.fetch_all(
+        LIST_MESSAGES.bindparams(conversation_id=conversation_id, user_id=user_id),
+        idempotent=True,
+    )
     if not rows:
         raise ConversationNotFoundError()
     items = [

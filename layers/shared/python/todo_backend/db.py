@@ -5,6 +5,7 @@ no BEGIN/COMMIT round trips, and nothing outlives a statement, which is what PgB
 transaction mode (Neon's pooled endpoint) requires. pg8000 only uses unnamed prepared statements.
 """
 
+import select
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, RowMapping
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql import Executable
 
@@ -120,6 +121,7 @@ def create_database_engine(raw_url: str, *, pool_size: int = 1, autocommit: bool
     )
     event.listen(engine, "handle_error", _mark_disconnects)
     event.listen(engine, "do_connect", _pipelined_connection)
+    event.listen(engine.pool, "checkout", _closed_by_server)
     return engine
 
 
@@ -142,16 +144,18 @@ def _mark_disconnects(context: ExceptionContext) -> None:
 
 
 class Database:
-    """Runs units of work on the container's engine; reconnects once if the pooled connection died.
+    """Runs units of work on the container's engine.
 
-    Neon suspends idle computes and PgBouncer may close idle clients: the first statement on such
-    a connection fails before the server ran it, so running the work again on a fresh one is safe.
+    A pooled connection that the server closed while it sat idle (Neon suspending its compute,
+    PgBouncer's idle timeout, a restart) is noticed at checkout, before anything is sent, and
+    replaced. A connection lost in the middle of a statement is retried only for work that is
+    safe to run twice (reads): a write may have committed before the connection broke.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def run[T](self, work: Callable[[Connection], T]) -> T:
+    def run[T](self, work: Callable[[Connection], T], *, idempotent: bool = False) -> T:
         """Run `work` with a pooled connection; the connection goes back to the pool after it."""
         for attempt in (1, 2):
             try:
@@ -166,15 +170,35 @@ class Database:
                 except DBAPIError as error:
                     if not error.connection_invalidated:
                         raise
-                    if attempt == 2:
+                    if attempt == 2 or not idempotent:
                         raise DatabaseUnavailableError("connection lost") from error
         raise AssertionError("unreachable")
 
-    def fetch_all(self, statement: Executable) -> Sequence[RowMapping]:
-        return self.run(lambda connection: connection.execute(statement).mappings().all())
+    def fetch_all(self, statement: Executable, *, idempotent: bool = False) -> Sequence[RowMapping]:
+        return self.run(
+            lambda connection: connection.execute(statement).mappings().all(),
+            idempotent=idempotent,
+        )
 
-    def fetch_one(self, statement: Executable) -> RowMapping | None:
-        return self.run(lambda connection: connection.execute(statement).mappings().first())
+    def fetch_one(self, statement: Executable, *, idempotent: bool = False) -> RowMapping | None:
+        return self.run(
+            lambda connection: connection.execute(statement).mappings().first(),
+            idempotent=idempotent,
+        )
+
+
+def _closed_by_server(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """At checkout: an idle connection has nothing to read unless the server closed it (EOF, or
+    a FATAL message before closing). Checked without a round trip; the pool then reconnects."""
+    sock = getattr(dbapi_connection, "_usock", None)
+    if sock is None:
+        return
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        readable = [sock]
+    if readable:
+        raise DisconnectionError("the server closed this connection while it was idle")
 
 
 @cache

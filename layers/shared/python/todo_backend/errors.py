@@ -1,8 +1,11 @@
 """Domain errors, and the one place that turns them into HTTP responses."""
 
-from typing import ClassVar
+import json
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 
@@ -43,6 +46,14 @@ class UpstreamError(DomainError):
         self.headers = {"Retry-After": retry_after} if retry_after else None
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a 422 echoes the input, which may hold a lone surrogate that
+    UTF-8 cannot encode (FastAPI's own handler would fail with a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map domain errors to their status codes; anything unexpected is a bare 500."""
     from todo_backend.db import DatabaseUnavailableError
@@ -66,6 +77,11 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.exception("unhandled error")
         return JSONResponse({"detail": "Internal server error"}, status_code=500)
 
+    async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        return AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(DomainError, domain_error)
     app.add_exception_handler(DatabaseUnavailableError, database_unavailable)
     app.add_exception_handler(Exception, unexpected)

@@ -1,6 +1,6 @@
 """The task schema family: the table, what clients send, and what they get back."""
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -103,13 +103,8 @@ def parse_due_date(value: Any) -> Any:
     if value is None or isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
-        text_value = value.strip()
         try:
-            if len(text_value) == 10:
-                day = date.fromisoformat(text_value)
-                parsed = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            else:
-                parsed = datetime.fromisoformat(text_value)
+            parsed = datetime.fromisoformat(value.strip())  # a bare date is its midnight
         except ValueError:
             raise ValueError("must be an ISO 8601 date-time (e.g. 2026-11-30T17:00:00Z)") from None
     else:
@@ -294,4 +289,4 @@ class TaskListQuery(SQLModel):
     sort: TaskSort = TaskSort.created_at
     order: SortOrder = SortOrder.desc
     limit: int = Field(default=50, ge=1, le=100)
-    offset: int = Field(default=0, ge=0, le=1_000_000)
+    offset: int = Field(default=0, ge=0, le=2**63 - 1)

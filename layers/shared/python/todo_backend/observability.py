@@ -17,7 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 # A request that adds no metric is normal here (reads); Powertools would warn on every one.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
-logger = Logger(service="todo-backend")
+logger = Logger()
 metrics = Metrics(namespace="TodoBackend")
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]

@@ -44,8 +44,7 @@ class PipelinedConnection(Connection):
     def execute_unnamed(
         self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None
     ) -> Context:
-        # Build the parameters before writing anything, so a conversion error cannot leave a
-        # half-written message in the socket buffer.
+        # Converted before anything is written: a value pg8000 cannot convert fails here.
         params = make_params(self.py_types, vals)
         context = Context(statement, stream=stream)
         if self._sock is None:

@@ -1,8 +1,10 @@
-"""Fetches secrets from AWS through Powertools Parameters (cached across warm invocations)."""
+"""Fetches secrets from AWS through Powertools Parameters.
+
+They are read once per container, at cold start, with the rest of the settings (which stay cached
+for the container's life): after rotating a secret, publish a new function version.
+"""
 
 from todo_backend.settings import ConfigurationError
-
-SECRET_MAX_AGE_SECONDS = 300
 
 
 def fetch_secret(variable: str, location: str) -> str:
@@ -12,14 +14,12 @@ def fetch_secret(variable: str, location: str) -> str:
 
     try:
         if location.startswith("ssm:"):
-            value = parameters.get_parameter(
-                location.removeprefix("ssm:"), decrypt=True, max_age=SECRET_MAX_AGE_SECONDS
-            )
+            value = parameters.get_parameter(location.removeprefix("ssm:"), decrypt=True)
         elif location.startswith("arn:aws:ssm:"):
             name = location.split(":parameter", 1)[1]
-            value = parameters.get_parameter(name, decrypt=True, max_age=SECRET_MAX_AGE_SECONDS)
+            value = parameters.get_parameter(name, decrypt=True)
         else:
-            value = parameters.get_secret(location, max_age=SECRET_MAX_AGE_SECONDS)
+            value = parameters.get_secret(location)
     except parameters.exceptions.GetParameterError as error:
         raise ConfigurationError(
             f"Invalid configuration: {variable}: secret {location!r} could not be read ({error})"

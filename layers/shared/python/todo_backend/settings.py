@@ -86,15 +86,15 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "jwt_issuer", "jwt_audience", "better_auth_jwks_url", "co_api_url", mode="before"
+        "jwt_issuer",
+        "jwt_audience",
+        "better_auth_jwks_url",
+        "co_api_url",
+        "co_api_key",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("co_api_key", mode="before")
-    @classmethod
-    def _blank_key_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
 

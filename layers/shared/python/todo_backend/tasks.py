@@ -135,7 +135,7 @@ def list_tasks(db: Database, user_id: str, query: TaskListQuery) -> TaskPage:
         .select_from(counts.outerjoin(page, true()))
         .order_by(*_ordering(page.c, query.sort, query.order))
     )
-    rows = db.fetch_all(statement)
+    rows = db.fetch_all(statement, idempotent=True)
     return TaskPage.model_validate(
         {
             "items": [row for row in rows if row["id"] is not None],
@@ -163,7 +163,8 @@ def create_task(
             set_={"idempotency_key": statement.excluded.idempotency_key},
         )
     statement = statement.returning(*PUBLIC_COLUMNS, literal_column("xmax = 0").label("inserted"))
-    row = db.fetch_one(statement)
+    # With a key, running it twice is harmless: the constraint returns the first row.
+    row = db.fetch_one(statement, idempotent=idempotency_key is not None)
     assert row is not None
     if row["inserted"]:
         count("TasksCreated")
@@ -173,7 +174,7 @@ def create_task(
 
 
 def get_task(db: Database, user_id: str, task_id: int) -> TaskPublic:
-    row = db.fetch_one(select(*PUBLIC_COLUMNS).where(_owned(user_id, task_id)))
+    row = db.fetch_one(select(*PUBLIC_COLUMNS).where(_owned(user_id, task_id)), idempotent=True)
     return _task_or_raise(row, task_id)
 
 
