@@ -166,11 +166,10 @@ def create_task(
     # With a key, running it twice is harmless: the constraint returns the first row.
     row = db.fetch_one(statement, idempotent=idempotency_key is not None)
     assert row is not None
-    if row["inserted"]:
+    inserted = bool(row["inserted"])
+    if inserted:
         count("TasksCreated")
-    return TaskPublic.model_validate({key: row[key] for key in TaskPublic.model_fields}), bool(
-        row["inserted"]
-    )
+    return TaskPublic.model_validate(dict(row)), inserted
 
 
 def get_task(db: Database, user_id: str, task_id: int) -> TaskPublic:
