@@ -164,7 +164,7 @@ def time_calls(call: Callable[[], Any], iterations: int) -> list[float]:
 def raw_connection(database_url: str) -> Any:
     import pg8000.dbapi
 
-    from todo_backend.db import parse_database_url
+    from todo_backend.core.db import parse_database_url
 
     target = parse_database_url(database_url)
     connection = pg8000.dbapi.connect(
@@ -213,7 +213,7 @@ def main() -> None:
                 print("sam build for sizes …", file=sys.stderr, flush=True)
                 rows += size_rows()
     finally:
-        from todo_backend.db import get_database
+        from todo_backend.core.db import get_database
 
         if get_database.cache_info().currsize:
             get_database().engine.dispose()
@@ -255,9 +255,9 @@ def warm_rows(database_url: str, token: str, iterations: int) -> list[Row]:
     from functions.tasks.app import handler as tasks_handler
     from tests.fakes.cohere_server import FakeCohere, text_reply, tool_calls_reply
     from tests.support.lambda_events import LambdaContext, http_api_event
-    from todo_backend.assistant import get_cohere_client
-    from todo_backend.db import get_database
-    from todo_backend.settings import get_settings
+    from todo_backend.chat.assistant import get_cohere_client
+    from todo_backend.core.db import get_database
+    from todo_backend.core.settings import get_settings
 
     auth = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     recorder = StatementRecorder(get_database().engine)

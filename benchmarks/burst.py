@@ -407,7 +407,7 @@ def probe_unnamed_statements(pooler_url: str) -> str:
     autocommit every Sync answers ReadyForQuery "idle", and PgBouncer in transaction mode gives the
     server connection to another client right then, so the Bind can run another client's unnamed
     statement (or fail: SQLSTATE 26000 / 08P01). The app's engine must send a statement in one
-    exchange (`todo_backend.pg_wire.PipelinedConnection`). Here one client of the app's engine,
+    exchange (`todo_backend.core.pg_wire.PipelinedConnection`). Here one client of the app's engine,
     through a pool of one server connection, is paused after its first exchange while a second
     client runs its own statement; then the first goes on. Returns who answered the first client's
     statement, or the error it got: anything but "this container" is the hazard.
@@ -415,7 +415,7 @@ def probe_unnamed_statements(pooler_url: str) -> str:
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from todo_backend.db import create_database_engine
+    from todo_backend.core.db import create_database_engine
 
     mine = text("SELECT 'this container' AS who, CAST(:a AS text) AS a, CAST(:b AS text) AS b")
     other = text("SELECT 'another container' AS who, CAST(:x AS text) AS x, CAST(:y AS text) AS y")
@@ -618,7 +618,7 @@ def _watch_errors(result: ContainerResult) -> None:
 
     from sqlalchemy import event
 
-    from todo_backend.db import get_database
+    from todo_backend.core.db import get_database
 
     def on_error(context: Any) -> None:
         result.problems[_sql_error(context)] += 1

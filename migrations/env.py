@@ -3,10 +3,10 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import todo_backend.conversation_models
-import todo_backend.models  # noqa: F401
-from todo_backend.db import create_database_engine
-from todo_backend.settings import load_migration_settings
+import todo_backend.chat.models
+import todo_backend.tasks.models  # noqa: F401
+from todo_backend.core.db import create_database_engine
+from todo_backend.core.settings import load_migration_settings
 
 target_metadata = SQLModel.metadata
 

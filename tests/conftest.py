@@ -44,7 +44,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     databases = config.stash.get(_DATABASES, None)
     if databases is None:
         return
-    from todo_backend.db import get_database
+    from todo_backend.core.db import get_database
 
     if get_database.cache_info().currsize:
         get_database().engine.dispose()
@@ -52,9 +52,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def clear_cached_configuration() -> None:
-    from todo_backend.auth import get_token_verifier
-    from todo_backend.db import get_database
-    from todo_backend.settings import get_settings
+    from todo_backend.core.auth import get_token_verifier
+    from todo_backend.core.db import get_database
+    from todo_backend.core.settings import get_settings
 
     if get_database.cache_info().currsize:
         get_database().engine.dispose()
@@ -104,7 +104,7 @@ def other_user() -> User:
 
 @pytest.fixture
 def database() -> Any:
-    from todo_backend.db import get_database
+    from todo_backend.core.db import get_database
 
     return get_database()
 
@@ -112,8 +112,8 @@ def database() -> Any:
 @pytest.fixture
 def task_factory(database: Any) -> Callable[..., Any]:
     """Create tasks directly through the task service (the API is what tests exercise)."""
-    from todo_backend.models import TaskCreate
-    from todo_backend.tasks import create_task
+    from todo_backend.tasks.models import TaskCreate
+    from todo_backend.tasks.service import create_task
 
     def create(owner: User, title: str = "A task", **fields: Any) -> Any:
         task, _ = create_task(database, owner.id, TaskCreate(title=title, **fields))

@@ -14,7 +14,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from tests.support.jwks_server import JwksServer
 from tests.support.tokens import TEST_SECRET, make_token
-from todo_backend.auth import JWKS_REFETCH_COOLDOWN_SECONDS
+from todo_backend.core.auth import JWKS_REFETCH_COOLDOWN_SECONDS
 
 ISSUER = "https://todo.example.test"
 AUDIENCE = "todo-api"

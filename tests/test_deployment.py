@@ -351,7 +351,7 @@ def test_the_layer_holds_the_package_and_its_dependencies_under_python(
     assert sorted(path.name for path in layer.iterdir()) == ["python"]
     python = sam_build.layer_python
     assert (python / "todo_backend" / "__init__.py").is_file()
-    assert (python / "todo_backend" / "settings.py").is_file()
+    assert (python / "todo_backend" / "core" / "settings.py").is_file()
     assert not (python / "python").exists()
     for package in ("fastapi", "mangum", "sqlmodel", "pg8000", "jwt", "pydantic_settings"):
         assert (python / package).is_dir(), package
@@ -360,7 +360,7 @@ def test_the_layer_holds_the_package_and_its_dependencies_under_python(
     # Wheels for the target platform, and bytecode that Lambda's read-only /opt can use.
     marker = "aarch64" if sam_build.architecture == "arm64" else "x86_64"
     assert list((python / "pydantic_core").glob(f"*{marker}-linux-gnu.so"))
-    assert list((python / "todo_backend" / "__pycache__").glob("settings.cpython-312.pyc"))
+    assert list((python / "todo_backend" / "core" / "__pycache__").glob("settings.cpython-312.pyc"))
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.filterwarnings(
 def app_backend_pid() -> int:
     """The server-side pid of the container's pooled connection, asked through the app's own
     `Database` (one connection per container by default, DB_POOL_SIZE=1)."""
-    from todo_backend.db import get_database
+    from todo_backend.core.db import get_database
 
     return get_database().run(
         lambda connection: connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
@@ -92,7 +92,7 @@ def titles(api: Any, user: Any) -> list[str]:
 
 
 def seed_conversation(database: Any, user: Any, message: str) -> str:
-    from todo_backend import conversations
+    from todo_backend.chat import conversations
 
     conversation_id, _ = conversations.start_turn(database, user.id, None, message)
     conversations.finish_turn(database, conversation_id, "Done.", [], [])
@@ -278,7 +278,7 @@ def test_requests_succeed_after_postgres_restarts(tasks_api, user, faulty_databa
 
 def test_conversations_are_listed_after_postgres_restarts(chat_api, user, faulty_database):
     # Given a conversation, listed once through the app
-    from todo_backend.db import get_database
+    from todo_backend.core.db import get_database
 
     conversation_id = seed_conversation(get_database(), user, "Plan my week")
     listed = chat_api.get(f"/api/{user.id}/conversations", headers=user.headers)

@@ -240,7 +240,7 @@ def seeded(
     user: Any, task_factory: Callable[..., Any], database: Any
 ) -> tuple[Any, list[int], list[uuid.UUID]]:
     """A user who owns a few tasks and one conversation with a tool call."""
-    from todo_backend import conversations
+    from todo_backend.chat import conversations
 
     tasks = [
         task_factory(user, "Buy milk"),

@@ -32,7 +32,7 @@ def total(api: Any, user: Any) -> int:
 
 
 def rows_with_key(database: Any, user_id: str, key: str) -> int:
-    from todo_backend.tasks import tasks
+    from todo_backend.tasks.service import tasks
 
     statement = select(func.count().label("rows")).where(
         tasks.c.user_id == user_id, tasks.c.idempotency_key == key
@@ -159,9 +159,9 @@ def run_at_once(count: int, work: Callable[[int], Any]) -> list[Any]:
 
 def test_concurrent_creates_with_one_key_create_exactly_one_task(user, database):
     # Given THREADS workers, each with its own engine and connection (as separate Lambdas would)
-    from todo_backend.db import Database, create_database_engine
-    from todo_backend.models import TaskCreate
-    from todo_backend.tasks import create_task
+    from todo_backend.core.db import Database, create_database_engine
+    from todo_backend.tasks.models import TaskCreate
+    from todo_backend.tasks.service import create_task
 
     workers = [Database(create_database_engine(os.environ["DATABASE_URL"])) for _ in range(THREADS)]
     try:
@@ -186,8 +186,8 @@ def test_concurrent_creates_with_one_key_create_exactly_one_task(user, database)
         for worker in workers:
             worker.engine.dispose()
     # And the user has one task per race
-    from todo_backend.models import TaskListQuery
-    from todo_backend.tasks import list_tasks
+    from todo_backend.tasks.models import TaskListQuery
+    from todo_backend.tasks.service import list_tasks
 
     assert list_tasks(database, user.id, TaskListQuery()).total == 3
 
@@ -197,7 +197,7 @@ def test_concurrent_requests_with_one_key_through_the_api(user, configure):
     from fastapi.testclient import TestClient
 
     from functions.tasks.app import app
-    from todo_backend.db import get_database
+    from todo_backend.core.db import get_database
 
     configure(DB_POOL_SIZE=str(THREADS))
     database = get_database()

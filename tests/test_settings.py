@@ -4,8 +4,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from todo_backend.db import parse_database_url
-from todo_backend.settings import ConfigurationError, get_settings, load_settings
+from todo_backend.core.db import parse_database_url
+from todo_backend.core.settings import ConfigurationError, get_settings, load_settings
 
 
 def test_missing_variable_is_named(configure):

@@ -147,7 +147,7 @@ def test_get_returns_the_task(tasks_api, user, task_factory):
 def test_get_missing_task_is_404(tasks_api, user, task_factory, database, task_id):
     # Given an id that names no task (a deleted one, or the largest possible id)
     if task_id == "deleted":
-        from todo_backend.tasks import delete_task
+        from todo_backend.tasks.service import delete_task
 
         gone = task_factory(user, "Soon gone")
         delete_task(database, user.id, gone.id)
@@ -397,8 +397,8 @@ ITEM_ROUTES = [
 @pytest.mark.parametrize(("method", "path", "body"), ITEM_ROUTES)
 def test_missing_task_is_404_on_every_route(tasks_api, user, database, method, path, body):
     # Given the id of a task that was deleted
-    from todo_backend.models import TaskCreate
-    from todo_backend.tasks import create_task, delete_task
+    from todo_backend.tasks.models import TaskCreate
+    from todo_backend.tasks.service import create_task, delete_task
 
     gone, _ = create_task(database, user.id, TaskCreate(title="Gone"))
     delete_task(database, user.id, gone.id)
@@ -448,8 +448,8 @@ def test_other_users_task_is_404_and_untouched(
     tasks_api, user, other_user, database, method, path, body
 ):
     # Given a task of one user, and a deleted task of the other
-    from todo_backend.models import TaskCreate
-    from todo_backend.tasks import create_task, delete_task
+    from todo_backend.tasks.models import TaskCreate
+    from todo_backend.tasks.service import create_task, delete_task
 
     victim = create(tasks_api, user, **FULL_TASK)
     gone, _ = create_task(database, other_user.id, TaskCreate(title="Gone"))

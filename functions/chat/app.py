@@ -11,16 +11,16 @@ from typing import Annotated
 from fastapi import Query, status
 from mangum import Mangum
 
-from todo_backend import conversations
-from todo_backend.api import DatabaseDep, PathUser, create_app, errors
-from todo_backend.assistant import run_turn
-from todo_backend.conversation_models import (
+from todo_backend.chat import conversations
+from todo_backend.chat.assistant import run_turn
+from todo_backend.chat.models import (
     ChatRequest,
     ChatResponse,
     ConversationPage,
     MessageList,
 )
-from todo_backend.observability import instrumented
+from todo_backend.core.api import DatabaseDep, PathUser, create_app, errors
+from todo_backend.core.observability import instrumented
 
 app = create_app("Todo assistant API", "Manage your tasks in plain language.")
 

@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import Body, Header, Path, Query, Response, status
 from mangum import Mangum
 
-from todo_backend import tasks
-from todo_backend.api import CurrentUser, DatabaseDep, create_app, errors
-from todo_backend.models import (
+from todo_backend.core.api import CurrentUser, DatabaseDep, create_app, errors
+from todo_backend.core.observability import instrumented
+from todo_backend.tasks import service as tasks
+from todo_backend.tasks.models import (
     IdempotencyKey,
     TaskCompletion,
     TaskCreate,
@@ -20,7 +21,6 @@ from todo_backend.models import (
     TaskPublic,
     TaskUpdate,
 )
-from todo_backend.observability import instrumented
 
 app = create_app("Todo tasks API", "Create, list, update and delete your tasks.")
 

@@ -28,7 +28,7 @@ TOOL_NAMES = ("add_task", "list_tasks", "complete_task", "delete_task", "update_
 
 
 def clear_cohere_client() -> None:
-    from todo_backend.assistant import get_cohere_client
+    from todo_backend.chat.assistant import get_cohere_client
 
     get_cohere_client.cache_clear()
 
@@ -58,7 +58,7 @@ def fake_cohere_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCohere]
 
 def clear_settings_and_client() -> None:
     """After changing the environment with monkeypatch: settings and client are read afresh."""
-    from todo_backend.settings import get_settings
+    from todo_backend.core.settings import get_settings
 
     get_settings.cache_clear()
     clear_cohere_client()

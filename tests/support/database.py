@@ -8,7 +8,7 @@ import pg8000.native
 from alembic import command
 from alembic.config import Config
 
-from todo_backend.db import parse_database_url
+from todo_backend.core.db import parse_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED_PGDATA = ROOT / ".local" / "test-pgdata"

@@ -8,15 +8,15 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import RowMapping
 
-from todo_backend.conversation_models import (
+from todo_backend.chat.models import (
     CONVERSATION_TITLE_MAX,
     ConversationPage,
     ConversationPublic,
     MessageList,
     MessagePublic,
 )
-from todo_backend.db import Database
-from todo_backend.errors import NotFoundError
+from todo_backend.core.db import Database
+from todo_backend.core.errors import NotFoundError
 
 HISTORY_MESSAGES = 30
 

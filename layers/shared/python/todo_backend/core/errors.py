@@ -56,8 +56,8 @@ class AsciiJSONResponse(JSONResponse):
 
 def install_error_handlers(app: FastAPI) -> None:
     """Map domain errors to their status codes; anything unexpected is a bare 500."""
-    from todo_backend.db import DatabaseUnavailableError
-    from todo_backend.observability import logger
+    from todo_backend.core.db import DatabaseUnavailableError
+    from todo_backend.core.observability import logger
 
     async def domain_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, DomainError)

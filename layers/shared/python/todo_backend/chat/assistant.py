@@ -13,14 +13,14 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from todo_backend import conversations
-from todo_backend.assistant_tools import TOOL_DEFINITIONS, TOOLS, execute_tool, parse_arguments
-from todo_backend.conversation_models import ChatRequest, ChatResponse, ToolCallPublic
-from todo_backend.conversations import encodable
-from todo_backend.db import Database
-from todo_backend.errors import ServiceUnavailableError, UpstreamError
-from todo_backend.observability import count, logger, milliseconds
-from todo_backend.settings import Settings, get_settings
+from todo_backend.chat import conversations
+from todo_backend.chat.conversations import encodable
+from todo_backend.chat.models import ChatRequest, ChatResponse, ToolCallPublic
+from todo_backend.core.db import Database
+from todo_backend.core.errors import ServiceUnavailableError, UpstreamError
+from todo_backend.core.observability import count, logger, milliseconds
+from todo_backend.core.settings import Settings, get_settings
+from todo_backend.tasks.tools import TOOL_DEFINITIONS, TOOLS, execute_tool, parse_arguments
 
 if TYPE_CHECKING:
     import cohere

@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
-from todo_backend.models import (
+from todo_backend.tasks.models import (
     StrictModel,
     UtcDateTime,
     reject_control_characters_but_line_breaks,

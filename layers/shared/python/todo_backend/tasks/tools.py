@@ -10,10 +10,11 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from todo_backend import tasks
-from todo_backend.db import Database, DatabaseUnavailableError
-from todo_backend.errors import NotFoundError
-from todo_backend.models import (
+from todo_backend.core.db import Database, DatabaseUnavailableError
+from todo_backend.core.errors import NotFoundError
+from todo_backend.core.observability import logger
+from todo_backend.tasks import service as tasks
+from todo_backend.tasks.models import (
     Description,
     DueDate,
     Priority,
@@ -28,7 +29,6 @@ from todo_backend.models import (
     TaskUpdate,
     Title,
 )
-from todo_backend.observability import logger
 
 LIST_LIMIT_MAX = 50
 _PRIORITY = {"type": "string", "enum": [p.value for p in Priority]}

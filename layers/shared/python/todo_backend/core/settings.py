@@ -3,7 +3,7 @@
 This is the only module that reads the environment. In AWS the secrets (`DATABASE_URL`,
 `BETTER_AUTH_SECRET`, `CO_API_KEY`) are not in the environment: `<NAME>_SECRET_ID` says where they
 live (a Secrets Manager name or ARN, or an SSM parameter as `ssm:/path` or its ARN) and
-`todo_backend.secrets` fetches them. A plain environment variable wins, for local use.
+`todo_backend.core.secrets` fetches them. A plain environment variable wins, for local use.
 """
 
 import os
@@ -41,7 +41,7 @@ class AwsSecretsSource(PydanticBaseSettingsSource):
             location = os.environ.get(f"{name}_SECRET_ID", "").strip()
             if os.environ.get(name) or not location:
                 continue
-            from todo_backend.secrets import fetch_secret
+            from todo_backend.core.secrets import fetch_secret
 
             values[name.lower()] = fetch_secret(name, location)
         return values

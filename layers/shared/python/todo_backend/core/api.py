@@ -10,10 +10,14 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from todo_backend.auth import get_token_verifier
-from todo_backend.db import Database, get_database
-from todo_backend.errors import AuthenticationError, PermissionDeniedError, install_error_handlers
-from todo_backend.settings import get_settings
+from todo_backend.core.auth import get_token_verifier
+from todo_backend.core.db import Database, get_database
+from todo_backend.core.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    install_error_handlers,
+)
+from todo_backend.core.settings import get_settings
 
 
 class ErrorBody(BaseModel):

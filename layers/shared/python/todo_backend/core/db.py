@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql import Executable
 
-from todo_backend.settings import ConfigurationError, get_settings
+from todo_backend.core.settings import ConfigurationError, get_settings
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
@@ -126,7 +126,7 @@ def create_database_engine(raw_url: str, *, pool_size: int = 1, autocommit: bool
 
 
 def _pipelined_connection(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
-    from todo_backend.pg_wire import PipelinedConnection
+    from todo_backend.core.pg_wire import PipelinedConnection
 
     return PipelinedConnection(*cargs, **cparams)
 

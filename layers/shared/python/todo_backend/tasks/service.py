@@ -22,9 +22,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert
 
-from todo_backend.db import Database
-from todo_backend.errors import NotFoundError
-from todo_backend.models import (
+from todo_backend.core.db import Database
+from todo_backend.core.errors import NotFoundError
+from todo_backend.core.observability import count
+from todo_backend.tasks.models import (
     SortOrder,
     Task,
     TaskCreate,
@@ -35,7 +36,6 @@ from todo_backend.models import (
     TaskStatus,
     TaskUpdate,
 )
-from todo_backend.observability import count
 
 tasks = Task.__table__  # type: ignore[attr-defined]
 PUBLIC_COLUMNS = [tasks.c[name] for name in TaskPublic.model_fields]

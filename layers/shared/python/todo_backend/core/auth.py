@@ -5,8 +5,8 @@ from functools import cache
 
 import jwt
 
-from todo_backend.errors import AuthenticationError, ServiceUnavailableError
-from todo_backend.settings import Settings, get_settings
+from todo_backend.core.errors import AuthenticationError, ServiceUnavailableError
+from todo_backend.core.settings import Settings, get_settings
 
 ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "RS256", "PS256")
 LEEWAY_SECONDS = 30

@@ -1,0 +1,1 @@
+"""The assistant: conversations, messages and the Cohere turn."""

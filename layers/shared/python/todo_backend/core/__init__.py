@@ -1,0 +1,1 @@
+"""Settings, database, authentication, errors and observability: what every function uses."""

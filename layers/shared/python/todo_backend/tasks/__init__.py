@@ -1,0 +1,1 @@
+"""Tasks: the schema family, the service (one statement per operation) and the model tools."""
