@@ -8,26 +8,53 @@ the event loop that serves everything else.
 import uuid
 from typing import Annotated
 
-from fastapi import Query, status
+from fastapi import Header, Query, status
 from mangum import Mangum
 
-from todo_backend.chat import conversations
+from todo_backend.chat import conversations, turns
 from todo_backend.chat.assistant import run_turn
 from todo_backend.chat.models import (
     ChatRequest,
     ChatResponse,
+    ChatUsagePublic,
     ConversationPage,
-    MessageList,
+    MessagePage,
 )
-from todo_backend.core.api import DatabaseDep, PathUser, create_app, errors
+from todo_backend.core.api import DatabaseDep, ErrorBody, PathUser, create_app, errors
 from todo_backend.core.observability import instrumented
+from todo_backend.core.settings import get_settings
+from todo_backend.tasks.models import IdempotencyKey
 
 app = create_app("Todo assistant API", "Manage your tasks in plain language.")
 
 
-@app.post("/api/{user_id}/chat", responses=errors(403, 404, 429, 502, 504))
-def chat(user: PathUser, db: DatabaseDep, body: ChatRequest) -> ChatResponse:
-    return run_turn(db, user, body)
+CHAT_ERRORS = {
+    **errors(403, 404, 429, 502, 504),
+    409: {
+        "model": ErrorBody,
+        "description": "A turn with this Idempotency-Key is still running (`Retry-After`)",
+    },
+    429: {
+        "model": ErrorBody,
+        "description": "Daily chat quota used up, or the model provider is rate limiting "
+        "(`Retry-After`)",
+    },
+}
+
+
+@app.post("/api/{user_id}/chat", responses=CHAT_ERRORS)
+def chat(
+    user: PathUser,
+    db: DatabaseDep,
+    body: ChatRequest,
+    idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
+) -> ChatResponse:
+    return run_turn(db, user, body, idempotency_key)
+
+
+@app.get("/api/{user_id}/chat/usage", responses=errors(403))
+async def chat_usage(user: PathUser, db: DatabaseDep) -> ChatUsagePublic:
+    return turns.usage(db, get_settings(), user)
 
 
 @app.get("/api/{user_id}/conversations", responses=errors(403))
@@ -41,8 +68,14 @@ async def list_conversations(
 
 
 @app.get("/api/{user_id}/conversations/{conversation_id}/messages", responses=errors(403, 404))
-async def list_messages(user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID) -> MessageList:
-    return conversations.list_messages(db, user, conversation_id)
+async def list_messages(
+    user: PathUser,
+    db: DatabaseDep,
+    conversation_id: uuid.UUID,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+) -> MessagePage:
+    return conversations.list_messages(db, user, conversation_id, limit, offset)
 
 
 @app.delete(

@@ -8,17 +8,23 @@ time budget so the whole turn answers within API Gateway's 29 seconds.
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from todo_backend.chat import conversations
-from todo_backend.chat.conversations import encodable
+from todo_backend.chat import turns
+from todo_backend.chat.bounds import TOOL_NAME_MAX, arguments_problem, bounded_result
+from todo_backend.chat.conversations import (
+    FAILED_TURN_NOTE,
+    ConversationNotFoundError,
+    encodable,
+    settled,
+)
 from todo_backend.chat.models import ChatRequest, ChatResponse, ToolCallPublic
-from todo_backend.core.db import Database
-from todo_backend.core.errors import ServiceUnavailableError, UpstreamError
-from todo_backend.core.observability import count, logger, milliseconds
+from todo_backend.core.db import Database, DatabaseUnavailableError
+from todo_backend.core.errors import DomainError, ServiceUnavailableError, UpstreamError
+from todo_backend.core.observability import count, logger, metrics, milliseconds
 from todo_backend.core.settings import Settings, get_settings
 from todo_backend.tasks.tools import (
     TOOLS,
@@ -36,12 +42,10 @@ COHERE_DEFAULT_URL = "https://api.cohere.com"
 RETRY_MIN_REMAINING_SECONDS = 8.0
 RETRY_PAUSE_SECONDS = 0.5
 MIN_CALL_SECONDS = 1.0
-FAILED_TURN_NOTE = (
-    "Sorry, the assistant service failed before I could finish replying. "
-    "Any actions listed here were already carried out."
-)
 NO_TEXT_REPLY = "(no text reply)"
 STEP_LIMIT_NOTE = "I had to stop before finishing that request; please check your tasks."
+# A tool call starts only with this much of the budget left (the statement, then the reply).
+TOOL_CALL_RESERVE_SECONDS = 0.5
 
 SYSTEM_PROMPT = """You are a helpful assistant that manages the user's to-do list.
 Today's date is {today} (UTC).
@@ -55,12 +59,31 @@ Rules:
 - If a tool returns an error, explain it plainly and suggest what to do next."""
 
 
-@dataclass
-class TurnState:
-    """What the turn has done so far; stored even when the turn fails."""
+class TurnInProgressError(DomainError):
+    """The turn with this idempotency key is still running."""
 
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    tool_plans: list[str] = field(default_factory=list)
+    status_code = 409
+
+    def __init__(self, retry_after: int | None) -> None:
+        super().__init__("A turn with this Idempotency-Key is still running; retry shortly")
+        self.headers = {"Retry-After": str(retry_after or 1)}
+
+
+class IdempotencyKeyReusedError(DomainError):
+    status_code = 422
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was used for a different chat request")
+
+
+class ChatQuotaExceededError(DomainError):
+    status_code = 429
+
+    def __init__(self) -> None:
+        super().__init__("Daily chat limit reached (turns or tokens); it resets at 00:00 UTC")
+        now = datetime.now(UTC)
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+        self.headers = {"Retry-After": str(max(1, int((midnight - now).total_seconds()) + 1))}
 
 
 @cache
@@ -92,22 +115,29 @@ def replay(history: list[Any]) -> list[dict[str, Any]]:
         if row["role"] == "user":
             messages.append({"role": "user", "content": row["content"]})
             continue
-        calls = row["tool_calls"] or []
-        plans = row["tool_plans"] or []
-        for step in sorted({call.get("step", 0) for call in calls}):
-            step_calls = [call for call in calls if call.get("step", 0) == step]
-            messages.append(
-                {
-                    "role": "assistant",
-                    "tool_plan": plans[step] if step < len(plans) else "",
-                    "tool_calls": [_wire_call(call) for call in step_calls],
-                }
-            )
-            messages.extend(
-                {"role": "tool", "tool_call_id": call["id"], "content": json.dumps(call["result"])}
-                for call in step_calls
-            )
+        messages.extend(replay_calls(row["tool_calls"] or [], row["tool_plans"] or []))
         messages.append({"role": "assistant", "content": row["content"] or NO_TEXT_REPLY})
+    return messages
+
+
+def replay_calls(calls: list[dict[str, Any]], plans: list[str]) -> list[dict[str, Any]]:
+    """Stored calls as the assistant's tool-call steps, each followed by its results."""
+    messages: list[dict[str, Any]] = []
+    calls = [settled(call) for call in calls]
+    for step in sorted({call.get("step", 0) for call in calls}):
+        step_calls = [call for call in calls if call.get("step", 0) == step]
+        plan = plans[step] if step < len(plans) else step_calls[0].get("plan") or ""
+        messages.append(
+            {
+                "role": "assistant",
+                "tool_plan": plan,
+                "tool_calls": [_wire_call(call) for call in step_calls],
+            }
+        )
+        messages.extend(
+            {"role": "tool", "tool_call_id": call["id"], "content": json.dumps(call["result"])}
+            for call in step_calls
+        )
     return messages
 
 
@@ -120,23 +150,55 @@ def _wire_call(call: dict[str, Any]) -> dict[str, Any]:
 
 
 class Turn:
-    """Runs the model/tool loop of one turn against a deadline."""
+    """Runs the model/tool loop of one turn against a deadline and a tool call allowance.
+
+    `records` are the calls an earlier attempt of this turn already made (a retried turn): they
+    are replayed to the model, never run again.
+    """
 
     def __init__(
-        self, db: Database, settings: Settings, user_id: str, state: TurnState, deadline: float
+        self,
+        db: Database,
+        settings: Settings,
+        user_id: str,
+        turn_id: uuid.UUID,
+        deadline: float,
+        records: list[dict[str, Any]],
     ) -> None:
         self.db = db
         self.settings = settings
         self.user_id = user_id
-        self.state = state
+        self.turn_id = turn_id
         self.deadline = deadline
+        self.calls: list[dict[str, Any]] = [
+            {**settled(record), "recorded": True} for record in records
+        ]
+        self.next_seq = max((call["seq"] for call in self.calls), default=-1) + 1
+        self.first_step = max((call["step"] for call in self.calls), default=-1) + 1
+        self.plans: list[str] = [""] * self.first_step
+        for call in self.calls:
+            self.plans[call["step"]] = call.get("plan") or ""
+        self.input_tokens = 0
+        self.output_tokens = 0
+
+    @property
+    def executed(self) -> int:
+        return sum(1 for call in self.calls if call.get("ran", True))
+
+    def resumed_messages(self) -> list[dict[str, Any]]:
+        return replay_calls(self.calls, self.plans)
 
     def run(self, messages: list[dict[str, Any]]) -> str:
-        for step in range(self.settings.chat_max_steps):
+        last_step = max(self.settings.chat_max_steps, self.first_step + 1)
+        for step in range(self.first_step, last_step):
             reply = self._chat(messages)
             if not reply.calls:
                 return reply.text
-            self.state.tool_plans.append(reply.tool_plan)
+            self.plans.append(reply.tool_plan)
+            allowance = max(0, self.settings.chat_max_tool_calls - self.executed)
+            # Calls beyond the allowance do not run; the first of them says so for all the rest,
+            # and the others are not sent back (a reply of thousands of calls stays small).
+            answered = reply.calls[: allowance + 1]
             messages.append(
                 {
                     "role": "assistant",
@@ -147,34 +209,96 @@ class Turn:
                             "type": "function",
                             "function": {"name": call.name, "arguments": call.raw_arguments},
                         }
-                        for call in reply.calls
+                        for call in answered
                     ],
                 }
             )
-            for call in reply.calls:
-                result = self._execute(call, step)
+            for index, call in enumerate(answered):
+                if index >= allowance:
+                    skipped = len(reply.calls) - allowance
+                    result = self._refuse(
+                        call,
+                        step,
+                        reply.tool_plan,
+                        f"not run: at most {self.settings.chat_max_tool_calls} tool calls per "
+                        f"turn; this call and {skipped - 1} more after it were not run",
+                    )
+                elif self.deadline - time.monotonic() < TOOL_CALL_RESERVE_SECONDS:
+                    result = self._refuse(
+                        call, step, reply.tool_plan, "not run: the turn ran out of time"
+                    )
+                else:
+                    result = self._execute(call, step, reply.tool_plan)
                 messages.append(
                     {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
                 )
         return STEP_LIMIT_NOTE
 
-    def _execute(self, call: "ModelCall", step: int) -> dict[str, Any]:
+    def _entry(self, call: "ModelCall", step: int, plan: str) -> dict[str, Any]:
+        seq = self.next_seq
+        self.next_seq += 1
+        return {
+            "seq": seq,
+            "id": call.id,
+            "name": call.name[:TOOL_NAME_MAX],
+            "step": step,
+            "plan": plan,
+        }
+
+    def _refuse(self, call: "ModelCall", step: int, plan: str, reason: str) -> dict[str, Any]:
+        entry = self._entry(call, step, plan)
+        result = {"error": reason}
+        self.calls.append({**entry, "arguments": {}, "result": result, "ran": False})
+        return result
+
+    def _execute(self, call: "ModelCall", step: int, plan: str) -> dict[str, Any]:
+        entry = self._entry(call, step, plan)
         raw_arguments = encodable(call.raw_arguments)
         # JSON escapes can decode to a lone surrogate, which nothing downstream can encode.
-        arguments = encodable(parse_arguments(call.raw_arguments))
-        result = execute_tool(ToolContext(self.db, self.user_id), call.name, arguments)
-        count("ToolCalls", tool=call.name if call.name in TOOLS else "unknown")
-        logger.info("tool call", extra={"tool": call.name, "ok": "error" not in result})
-        self.state.tool_calls.append(
-            {
-                "id": call.id,
-                "name": call.name,
-                "arguments": arguments if arguments is not None else {"raw": raw_arguments},
-                "result": result,
-                "step": step,
-            }
-        )
+        arguments = encodable(parse_arguments(raw_arguments))
+        problem = arguments_problem(raw_arguments, arguments)
+        tool = TOOLS.get(entry["name"])
+        if problem is not None:
+            entry["arguments"] = {"omitted": problem}
+            result = {"error": f"invalid arguments: {problem}"}
+        else:
+            entry["arguments"] = arguments if arguments is not None else {"raw": raw_arguments}
+            if tool is not None and tool.changes_tasks and arguments is not None:
+                result = self._change(entry, arguments)
+            else:
+                result = execute_tool(ToolContext(self.db, self.user_id), entry["name"], arguments)
+        result = bounded_result(result)
+        count("ToolCalls", tool=entry["name"] if tool is not None else "unknown")
+        logger.info("tool call", extra={"tool": entry["name"], "ok": "error" not in result})
+        self.calls.append({**entry, "result": result})
         return result
+
+    def _change(self, entry: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
+        """Run a call that may change a task, recorded in the same statement as the change.
+
+        If the reply of that statement is lost, the change may or may not have committed: the
+        record says. Without a record the statement runs again: it applies once, or fails on the
+        record's key (rolled back whole) or finds nothing to change, because a first attempt
+        still in flight committed meanwhile; the record then says what that attempt did. A
+        change that committed is never reported to the model as a failure.
+        """
+        hook = turns.record_hook(self.turn_id, entry["seq"], entry["step"], entry)
+        for attempt in (1, 2):
+            db = turns.WatchedDatabase(self.db)
+            result = execute_tool(
+                ToolContext(db, self.user_id, hooks=(hook,)), entry["name"], arguments
+            )
+            if db.failure is None and ("error" not in result or attempt == 1):
+                entry["recorded"] = "error" not in result
+                return result
+            record = turns.read_record(self.db, self.turn_id, entry["seq"])
+            if record is not None:
+                entry["recorded"] = True
+                return settled(dict(record))["result"]
+            if not isinstance(db.failure, DatabaseUnavailableError):
+                return result
+            logger.warning("tool statement lost before its reply; running it again")
+        raise DatabaseUnavailableError("the outcome of a tool call is unknown")
 
     def _chat(self, messages: list[dict[str, Any]]) -> "ModelReply":
         import cohere
@@ -218,11 +342,23 @@ class Turn:
                 raise UpstreamError("The assistant service failed", 502) from error
             finally:
                 milliseconds("CohereLatency", (time.perf_counter() - started) * 1000)
+            self._count_tokens(response)
             try:
                 return ModelReply.from_message(response.message)
             except (AttributeError, TypeError, ValueError) as error:
                 raise _unreadable_reply() from error
         raise AssertionError("unreachable")
+
+    def _count_tokens(self, response: Any) -> None:
+        """Add the tokens Cohere billed for this call (input and output)."""
+        units = getattr(getattr(response, "usage", None), "billed_units", None)
+        self.input_tokens += _billed(units, "input_tokens")
+        self.output_tokens += _billed(units, "output_tokens")
+
+
+def _billed(units: Any, name: str) -> int:
+    value = getattr(units, name, None)
+    return int(value) if isinstance(value, int | float) and value > 0 else 0
 
 
 def _unreadable_reply() -> UpstreamError:
@@ -272,42 +408,101 @@ class ModelReply:
         )
 
 
-def run_turn(db: Database, user_id: str, request: ChatRequest) -> ChatResponse:
-    """Store the user's message, let the model act with the tools, store and return its reply."""
+def run_turn(
+    db: Database, user_id: str, request: ChatRequest, idempotency_key: str | None = None
+) -> ChatResponse:
+    """Claim the turn, let the model act with the tools, store and return its reply.
+
+    With an idempotency key, a repeat returns the stored response (no model, no tool), a repeat
+    while the first runs is a 409, and a repeat of a failed turn resumes it.
+    """
     settings = get_settings()
     if settings.co_api_key is None:
         raise ServiceUnavailableError("Chat is not configured (no Cohere API key)")
     # The budget covers the whole turn (database steps and the first turn's SDK import too), so
     # the answer, stored, leaves before the function's timeout.
     deadline = time.monotonic() + settings.chat_turn_budget_seconds
-    conversation_id, history = conversations.start_turn(
-        db, user_id, request.conversation_id, request.message
+    claim = turns.claim(
+        db, settings, user_id, request.conversation_id, request.message, idempotency_key
     )
-    state = TurnState()
+    if claim.action == "unknown":
+        raise ConversationNotFoundError()
+    if claim.action == "mismatch":
+        raise IdempotencyKeyReusedError()
+    if claim.action == "replay":
+        count("ChatTurnsReplayed")
+        return ChatResponse.model_validate(claim.response)
+    if claim.action == "busy":
+        raise TurnInProgressError(claim.busy_seconds)
+    if claim.turn_id is None or claim.conversation_id is None:
+        if not claim.counted:
+            count("ChatQuotaExceeded")
+            raise ChatQuotaExceededError()
+        raise TurnInProgressError(int(settings.chat_turn_budget_seconds))
+    turn = Turn(db, settings, user_id, claim.turn_id, deadline, claim.records)
     get_cohere_client()
+    history = list(claim.history)
+    # The bound may have cut a turn in half: replay starts with a user message.
+    while history and history[0]["role"] != "user":
+        history.pop(0)
     messages = [
         {"role": "system", "content": system_prompt()},
         *replay(history),
         {"role": "user", "content": request.message},
+        *turn.resumed_messages(),
     ]
     count("ChatTurns")
     try:
-        response = Turn(db, settings, user_id, state, deadline).run(messages)
+        text = turn.run(messages)
     except Exception as error:
         if isinstance(error, UpstreamError):
             count("CohereErrors")
-        # Whatever failed, the tool calls that already ran are kept with their results.
-        if state.tool_calls:
-            conversations.finish_turn(
-                db, conversation_id, FAILED_TURN_NOTE, state.tool_calls, state.tool_plans
-            )
+        # Whatever failed, the calls that already ran are kept with their results, and the turn
+        # may be retried with its key.
+        _finish(db, turn, claim.conversation_id, FAILED_TURN_NOTE, succeeded=False)
         raise
-    conversations.finish_turn(db, conversation_id, response, state.tool_calls, state.tool_plans)
-    return ChatResponse(
+    return _finish(db, turn, claim.conversation_id, text, succeeded=True)
+
+
+def _finish(
+    db: Database, turn: Turn, conversation_id: uuid.UUID, text: str, *, succeeded: bool
+) -> ChatResponse:
+    response = ChatResponse(
         conversation_id=conversation_id,
-        response=response,
+        response=text,
         tool_calls=[
             ToolCallPublic(name=c["name"], arguments=c["arguments"], result=c["result"])
-            for c in state.tool_calls
+            for c in turn.calls
         ],
     )
+    stored = [
+        {key: call[key] for key in ("id", "name", "arguments", "result", "step")}
+        for call in turn.calls
+    ]
+    unrecorded = [
+        {key: call[key] for key in ("seq", "step", "id", "name", "arguments", "plan", "result")}
+        for call in turn.calls
+        if not call.get("recorded")
+    ]
+    tokens = turn.input_tokens + turn.output_tokens
+    if tokens:
+        metrics.add_metric(name="CohereTokens", unit="Count", value=tokens)
+    try:
+        turns.finish(
+            db,
+            turn.turn_id,
+            succeeded=succeeded,
+            content=text,
+            tool_calls=stored,
+            tool_plans=turn.plans,
+            unrecorded=unrecorded,
+            response=response.model_dump(mode="json") if succeeded else None,
+            input_tokens=turn.input_tokens,
+            output_tokens=turn.output_tokens,
+        )
+    except DatabaseUnavailableError:
+        if succeeded:
+            raise
+        # The turn failed already; its changes are recorded, and it is retried after a while.
+        logger.warning("the failed turn could not be marked failed")
+    return response

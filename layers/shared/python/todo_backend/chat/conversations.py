@@ -1,24 +1,29 @@
 """Conversation storage: each operation is one statement, scoped to the conversation's owner."""
 
-import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import RowMapping
 
 from todo_backend.chat.models import (
     CONVERSATION_TITLE_MAX,
     ConversationPage,
     ConversationPublic,
-    MessageList,
+    MessagePage,
     MessagePublic,
 )
 from todo_backend.core.db import Database
 from todo_backend.core.errors import NotFoundError
+from todo_backend.tasks.models import TaskPublic
 
-HISTORY_MESSAGES = 30
+FAILED_TURN_NOTE = (
+    "Sorry, the assistant service failed before I could finish replying. "
+    "Any actions listed here were already carried out."
+)
+# A page of messages stops early (fewer than `limit` items) rather than pass this many bytes of
+# JSON: Lambda's response limit is 6 MB.
+MESSAGE_PAGE_MAX_BYTES = 2 * 1024 * 1024
 
 
 class ConversationNotFoundError(NotFoundError):
@@ -54,55 +59,57 @@ def title_from(message: str) -> str:
     return title
 
 
-START_CONVERSATION = text(
+def conversation_items_sql(conversation: str, before: str | None = None) -> str:
+    """The items of a conversation (`id, role, content, tool_calls, tool_plans, created_at`): its
+    messages, plus, for each turn that recorded tool calls but stored no reply (its function died,
+    or its last statement was lost), an assistant item with the recorded calls and `:note`.
+    With `before`, only items older than that moment."""
+    messages_before = f"AND m.created_at < {before}" if before else ""
+    turns_before = f"AND t.created_at < {before}" if before else ""
+    return f"""
+        SELECT m.id, m.role, m.content, m.tool_calls, m.tool_plans, m.created_at
+        FROM messages AS m
+        WHERE m.conversation_id = {conversation} {messages_before}
+        UNION ALL
+        SELECT t.id, 'assistant', CAST(:note AS text), r.calls, CAST(NULL AS jsonb), r.last_at
+        FROM chat_turns AS t
+        CROSS JOIN LATERAL (
+            SELECT jsonb_agg(jsonb_build_object(
+                       'id', c.call_id, 'name', c.name, 'arguments', c.arguments,
+                       'result', c.result, 'kind', c.kind, 'task', c.task, 'step', c.step,
+                       'plan', c.tool_plan) ORDER BY c.seq) AS calls,
+                   max(c.created_at) AS last_at
+            FROM chat_tool_calls AS c WHERE c.turn_id = t.id
+        ) AS r
+        WHERE t.conversation_id = {conversation} {turns_before} AND r.calls IS NOT NULL
+          AND NOT EXISTS (
+              SELECT 1 FROM messages AS reply
+              WHERE reply.turn_id = t.id AND reply.role = 'assistant'
+          )
     """
-    WITH conversation AS (
-        INSERT INTO conversations (user_id, title) VALUES (:user_id, :title) RETURNING id
-    )
-    INSERT INTO messages (conversation_id, role, content)
-    SELECT id, 'user', :content FROM conversation
-    RETURNING conversation_id
-    """
-)
 
-# Stores the user's message and returns the history before it (newest first), in one round trip.
-# No row at all means the conversation does not exist for this user.
-CONTINUE_CONVERSATION = text(
-    """
-    WITH conversation AS (
-        UPDATE conversations SET updated_at = now()
-        WHERE id = :conversation_id AND user_id = :user_id
-        RETURNING id
-    ), stored AS (
-        INSERT INTO messages (conversation_id, role, content)
-        SELECT id, 'user', :content FROM conversation
-        RETURNING conversation_id
-    )
-    SELECT stored.conversation_id, history.role, history.content, history.tool_calls,
-           history.tool_plans
-    FROM stored
-    LEFT JOIN LATERAL (
-        SELECT role, content, tool_calls, tool_plans, created_at, id
-        FROM messages
-        WHERE conversation_id = stored.conversation_id
-        ORDER BY created_at DESC, id DESC
-        LIMIT :limit
-    ) history ON true
-    ORDER BY history.created_at DESC, history.id DESC
-    """
-)
 
-FINISH_TURN = text(
-    """
-    WITH conversation AS (
-        UPDATE conversations SET updated_at = now() WHERE id = :conversation_id RETURNING id
-    )
-    INSERT INTO messages (conversation_id, role, content, tool_calls, tool_plans)
-    SELECT id, 'assistant', :content, CAST(:tool_calls AS jsonb), CAST(:tool_plans AS jsonb)
-    FROM conversation
-    RETURNING id
-    """
-)
+def recorded_result(name: str, kind: str | None, task: dict[str, Any]) -> dict[str, Any]:
+    """The result of a recorded task change, as the tool returned it, from the changed row."""
+    from todo_backend.tasks.tools import _summary
+
+    public = TaskPublic.model_validate(task)
+    if name == "complete_task":
+        status = "completed" if public.completed else "pending"
+        return {"task_id": public.id, "status": status, "title": public.title}
+    if name == "delete_task" or kind == "deleted":
+        return {"task_id": public.id, "status": "deleted", "title": public.title}
+    return _summary(public, "created" if kind == "created" else "updated")
+
+
+def settled(call: dict[str, Any]) -> dict[str, Any]:
+    """A stored call with its result (derived from the changed row when only that was recorded)."""
+    if call.get("result") is None and call.get("task") is not None:
+        return {**call, "result": recorded_result(call["name"], call.get("kind"), call["task"])}
+    if call.get("result") is None:
+        return {**call, "result": {"error": "no result was recorded"}}
+    return call
+
 
 LIST_CONVERSATIONS = text(
     """
@@ -119,62 +126,29 @@ LIST_CONVERSATIONS = text(
 )
 
 LIST_MESSAGES = text(
-    """
-    SELECT messages.id, messages.role, messages.content, messages.tool_calls, messages.created_at
-    FROM conversations
-    LEFT JOIN messages ON messages.conversation_id = conversations.id
-    WHERE conversations.id = :conversation_id AND conversations.user_id = :user_id
-    ORDER BY messages.created_at, messages.id
+    f"""
+    WITH owned AS (
+        SELECT id FROM conversations WHERE id = :conversation_id AND user_id = :user_id
+    ), items AS ({conversation_items_sql("(SELECT id FROM owned)")})
+    SELECT (SELECT id FROM owned) AS owner, counts.total, page.*
+    FROM (SELECT count(*) AS total FROM items) AS counts
+    LEFT JOIN LATERAL (
+        SELECT sized.* FROM (
+            SELECT items.*, sum(length(items.content)
+                                + coalesce(octet_length(items.tool_calls::text), 0))
+                            OVER (ORDER BY items.created_at, items.id) AS running_size,
+                   row_number() OVER (ORDER BY items.created_at, items.id) AS position
+            FROM (SELECT * FROM items ORDER BY created_at, id LIMIT :limit OFFSET :offset) AS items
+        ) AS sized
+        WHERE sized.position = 1 OR sized.running_size <= :max_bytes
+    ) AS page ON true
+    ORDER BY page.created_at, page.id
     """
 )
 
 DELETE_CONVERSATION = text(
     "DELETE FROM conversations WHERE id = :conversation_id AND user_id = :user_id RETURNING id"
 )
-
-
-def start_turn(
-    db: Database, user_id: str, conversation_id: uuid.UUID | None, message: str
-) -> tuple[uuid.UUID, list[RowMapping]]:
-    """Store the user's message; return the conversation and its earlier messages, oldest first."""
-    if conversation_id is None:
-        row = db.fetch_one(
-            START_CONVERSATION.bindparams(
-                user_id=user_id, title=title_from(message), content=message
-            )
-        )
-        assert row is not None
-        return row["conversation_id"], []
-    rows = db.fetch_all(
-        CONTINUE_CONVERSATION.bindparams(
-            conversation_id=conversation_id,
-            user_id=user_id,
-            content=message,
-            limit=HISTORY_MESSAGES,
-        )
-    )
-    if not rows:
-        raise ConversationNotFoundError()
-    history = [row for row in reversed(rows) if row["role"] is not None]
-    return rows[0]["conversation_id"], history
-
-
-def finish_turn(
-    db: Database,
-    conversation_id: uuid.UUID,
-    content: str,
-    tool_calls: Sequence[dict[str, Any]],
-    tool_plans: Sequence[str],
-) -> None:
-    """Store the assistant's message with the tool calls it made."""
-    db.fetch_one(
-        FINISH_TURN.bindparams(
-            conversation_id=conversation_id,
-            content=storable(content),
-            tool_calls=json.dumps(storable(list(tool_calls))) if tool_calls else None,
-            tool_plans=json.dumps(storable(list(tool_plans))) if tool_plans else None,
-        )
-    )
 
 
 def list_conversations(db: Database, user_id: str, limit: int, offset: int) -> ConversationPage:
@@ -185,12 +159,23 @@ def list_conversations(db: Database, user_id: str, limit: int, offset: int) -> C
     return ConversationPage(items=items, total=rows[0]["total"] if rows else 0)
 
 
-def list_messages(db: Database, user_id: str, conversation_id: uuid.UUID) -> MessageList:
+def list_messages(
+    db: Database, user_id: str, conversation_id: uuid.UUID, limit: int, offset: int
+) -> MessagePage:
+    """A page of the conversation, oldest first; every recorded tool call is shown, even one of a
+    turn that stored no reply."""
     rows = db.fetch_all(
-        LIST_MESSAGES.bindparams(conversation_id=conversation_id, user_id=user_id),
+        LIST_MESSAGES.bindparams(
+            conversation_id=conversation_id,
+            user_id=user_id,
+            limit=limit,
+            offset=offset,
+            note=FAILED_TURN_NOTE,
+            max_bytes=MESSAGE_PAGE_MAX_BYTES,
+        ),
         idempotent=True,
     )
-    if not rows:
+    if not rows or rows[0]["owner"] is None:
         raise ConversationNotFoundError()
     items = [
         MessagePublic(
@@ -198,7 +183,7 @@ def list_messages(db: Database, user_id: str, conversation_id: uuid.UUID) -> Mes
             role=row["role"],
             content=row["content"],
             tool_calls=[
-                {key: call[key] for key in ("name", "arguments", "result")}
+                {key: settled(call)[key] for key in ("name", "arguments", "result")}
                 for call in row["tool_calls"]
             ]
             if row["tool_calls"]
@@ -208,7 +193,7 @@ def list_messages(db: Database, user_id: str, conversation_id: uuid.UUID) -> Mes
         for row in rows
         if row["id"] is not None
     ]
-    return MessageList(items=items)
+    return MessagePage(items=items, total=rows[0]["total"], limit=limit, offset=offset)
 
 
 def delete_conversation(db: Database, user_id: str, conversation_id: uuid.UUID) -> None:

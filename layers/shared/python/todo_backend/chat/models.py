@@ -1,19 +1,24 @@
 """Conversations with the assistant and their messages."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, StringConstraints
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
+    Integer,
+    PrimaryKeyConstraint,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -21,6 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 from todo_backend.tasks.models import (
+    IDEMPOTENCY_KEY_MAX,
     StrictModel,
     UtcDateTime,
     reject_control_characters_but_line_breaks,
@@ -59,6 +65,13 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("role IN ('user', 'assistant')", name="ck_messages_role"),
         Index("ix_messages_conversation_created", "conversation_id", "created_at", "id"),
+        # One reply per turn: a retried turn replaces its failure note.
+        Index(
+            "uq_messages_turn_reply",
+            "turn_id",
+            unique=True,
+            postgresql_where=text("role = 'assistant'"),
+        ),
     )
 
     id: uuid.UUID | None = Field(
@@ -80,6 +93,8 @@ class Message(SQLModel, table=True):
     tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSONB))
     # The model's plan before each step of tool calls, replayed with them.
     tool_plans: list[str] | None = Field(default=None, sa_column=Column(JSONB))
+    # The turn that wrote it (null for messages stored before turns were recorded).
+    turn_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     # clock_timestamp(): messages written within one transaction still order correctly.
     created_at: datetime | None = Field(
         default=None,
@@ -87,6 +102,83 @@ class Message(SQLModel, table=True):
             DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
         ),
     )
+
+
+class ChatTurn(SQLModel, table=True):
+    """One turn (one POST .../chat): its idempotency key, state, stored response and usage."""
+
+    __tablename__ = "chat_turns"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('running', 'succeeded', 'failed')", name="ck_chat_turns_status"
+        ),
+        UniqueConstraint("user_id", "idempotency_key", name="uq_chat_turns_user_key"),
+        Index("ix_chat_turns_conversation", "conversation_id"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    user_id: str = Field(sa_column=Column(Text, nullable=False))
+    conversation_id: uuid.UUID = Field(
+        sa_column=Column(
+            UUID(as_uuid=True),
+            ForeignKey("conversations.id", ondelete="CASCADE"),
+            nullable=False,
+        )
+    )
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(IDEMPOTENCY_KEY_MAX)))
+    # A hash of the request (message and conversation): a key reused for another request is a 422.
+    fingerprint: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(sa_column=Column(String(9), nullable=False))
+    attempts: int = Field(sa_column=Column(Integer, nullable=False, server_default="1"))
+    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    input_tokens: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    output_tokens: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    created_at: datetime | None = set_by_database_now()
+    started_at: datetime | None = set_by_database_now()
+    finished_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class ChatToolCall(SQLModel, table=True):
+    """A tool call of a turn. A call that changed a task is written in the statement that made the
+    change (`task` is the changed row, `result` null until derived); others when the turn ends."""
+
+    __tablename__ = "chat_tool_calls"
+    __table_args__ = (PrimaryKeyConstraint("turn_id", "seq", name="pk_chat_tool_calls"),)
+
+    turn_id: uuid.UUID = Field(
+        sa_column=Column(
+            UUID(as_uuid=True), ForeignKey("chat_turns.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    seq: int = Field(sa_column=Column(Integer, nullable=False))
+    step: int = Field(sa_column=Column(Integer, nullable=False))
+    call_id: str = Field(sa_column=Column(Text, nullable=False))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    arguments: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    tool_plan: str = Field(sa_column=Column(Text, nullable=False, server_default=""))
+    kind: str | None = Field(default=None, sa_column=Column(String(9)))
+    task: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(
+            DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
+        ),
+    )
+
+
+class ChatUsage(SQLModel, table=True):
+    """Turns and billed Cohere tokens per user and UTC day."""
+
+    __tablename__ = "chat_usage"
+    __table_args__ = (PrimaryKeyConstraint("user_id", "day", name="pk_chat_usage"),)
+
+    user_id: str = Field(sa_column=Column(Text, nullable=False))
+    day: date = Field(sa_column=Column(Date, nullable=False))
+    turns: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
+    tokens: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
 
 
 def _not_blank(value: str) -> str:
@@ -140,5 +232,16 @@ class MessagePublic(SQLModel):
     created_at: UtcDateTime
 
 
-class MessageList(SQLModel):
+class MessagePage(SQLModel):
     items: list[MessagePublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class ChatUsagePublic(SQLModel):
+    day: date
+    turns: int
+    turn_limit: int
+    tokens: int
+    token_limit: int

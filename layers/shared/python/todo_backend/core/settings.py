@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # API Gateway gives up after 29 s; every Cohere call of a turn shares this budget.
     chat_turn_budget_seconds: float = Field(default=24.0, gt=0, le=28)
     chat_max_steps: int = Field(default=6, ge=1, le=20)
+    # Bounds of one turn, and per-user daily quotas (UTC day).
+    chat_max_tool_calls: int = Field(default=20, ge=1, le=100)
+    chat_history_max_chars: int = Field(default=24000, ge=1000, le=1_000_000)
+    chat_daily_turns: int = Field(default=100, ge=1)
+    chat_daily_tokens: int = Field(default=200_000, ge=1)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # One pooled connection per warm Lambda container; the local server may ask for more.
