@@ -1,0 +1,230 @@
+"""Exactly-once task changes and idempotent turns, proven by losing statements and replies.
+
+A TCP proxy (tests/support/pg_proxy.py) sits between the chat function and PostgreSQL. For each
+statement a turn sends (the claim, each tool call, the finish), it loses the statement before the
+server sees it, or lets the server run it and loses the reply; once (a blip the function rides
+out) or twice (the function gives up). Then, through the Lambda handler:
+- every task the turn created is shown exactly once in GET .../messages, and none is duplicated;
+- the same request with the same Idempotency-Key finishes the turn without repeating a change.
+"""
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.fakes.cohere_server import text_reply, tool_calls_reply
+from tests.support.chat import (
+    ChatUser,
+    clear_cohere_client,
+    fake_cohere_fixture,  # noqa: F401
+)
+from tests.support.lambda_events import LambdaClient
+from tests.support.pg_proxy import PgProxy
+
+CLAIM = "WITH existing AS"
+TOOL = "INSERT INTO chat_tool_calls (turn_id, seq, step, call_id, name, arguments, tool_plan, kind"
+FINISH = "jsonb_to_recordset"
+
+
+@pytest.fixture
+def direct_db() -> Any:
+    """The test database without the proxy, to check what really committed."""
+    import os
+
+    from todo_backend.core.db import Database, create_database_engine
+
+    database = Database(create_database_engine(os.environ["DATABASE_URL"]))
+    yield database
+    database.engine.dispose()
+
+
+@pytest.fixture
+def proxy(configure: Any, fake_cohere: Any) -> Any:
+    """The chat function, cold-started with its database behind the proxy."""
+    import os
+
+    with PgProxy(os.environ["DATABASE_URL"]) as started:
+        configure(DATABASE_URL=started.url)
+        clear_cohere_client()
+        yield started
+
+
+@pytest.fixture
+def lambda_chat(proxy: PgProxy) -> LambdaClient:
+    from functions.chat.app import handler
+
+    return LambdaClient(handler)
+
+
+def post(api: LambdaClient, user: ChatUser, message: str, key: str) -> Any:
+    return api.post(
+        f"/api/{user.id}/chat",
+        json={"message": message},
+        headers={**user.headers, "Idempotency-Key": key},
+    )
+
+
+def tasks_of(db: Any, user: ChatUser) -> list[dict[str, Any]]:
+    rows = db.fetch_all(
+        text("SELECT id, title FROM tasks WHERE user_id = :u ORDER BY id").bindparams(u=user.id)
+    )
+    return [dict(row) for row in rows]
+
+
+def turn_of(db: Any, user: ChatUser, key: str) -> dict[str, Any] | None:
+    row = db.fetch_one(
+        text(
+            "SELECT t.id, t.status, t.conversation_id, "
+            "(SELECT count(*) FROM chat_tool_calls c WHERE c.turn_id = t.id) AS records "
+            "FROM chat_turns t WHERE t.user_id = :u AND t.idempotency_key = :k"
+        ).bindparams(u=user.id, k=key)
+    )
+    return dict(row) if row is not None else None
+
+
+def recorded_titles(db: Any, turn_id: Any) -> list[str]:
+    rows = db.fetch_all(
+        text(
+            "SELECT arguments->>'title' AS title FROM chat_tool_calls "
+            "WHERE turn_id = :t AND task IS NOT NULL ORDER BY seq"
+        ).bindparams(t=turn_id)
+    )
+    return [row["title"] for row in rows]
+
+
+def shown_changes(api: LambdaClient, user: ChatUser) -> list[tuple[str, int]]:
+    """(title, task id) of every add_task shown in the user's conversations."""
+    shown = []
+    page = api.get(f"/api/{user.id}/conversations", headers=user.headers).json()
+    for conversation in page["items"]:
+        response = api.get(
+            f"/api/{user.id}/conversations/{conversation['id']}/messages",
+            headers=user.headers,
+            params={"limit": 100},
+        )
+        assert response.status_code == 200, response.text
+        for message in response.json()["items"]:
+            for call in message["tool_calls"] or []:
+                if call["name"] == "add_task" and "task_id" in call["result"]:
+                    shown.append((call["result"]["title"], call["result"]["task_id"]))
+    return shown
+
+
+def assert_every_change_once(api: LambdaClient, db: Any, user: ChatUser) -> list[str]:
+    """No task twice, and each task shown exactly once in the conversation, with its id."""
+    rows = tasks_of(db, user)
+    titles = [row["title"] for row in rows]
+    assert len(titles) == len(set(titles)), f"duplicated: {titles}"
+    shown = shown_changes(api, user)
+    assert sorted(shown) == sorted((row["title"], row["id"]) for row in rows), (shown, rows)
+    return titles
+
+
+FAILURE_POINTS = [
+    ("claim", CLAIM, 0),
+    ("tool 1", TOOL, 0),
+    ("tool 2", TOOL, 1),
+    ("tool 3", TOOL, 2),
+    ("finish", FINISH, 0),
+]
+
+
+def scenarios() -> list[Any]:
+    cases = []
+    for calls in (1, 3):
+        for name, match, skip in FAILURE_POINTS:
+            if name.startswith("tool") and int(name[-1]) > calls:
+                continue
+            for when in ("before", "after"):
+                for times in (1, 2):
+                    cases.append(
+                        pytest.param(
+                            calls,
+                            match,
+                            skip,
+                            when,
+                            times,
+                            id=f"{calls}call-{name}-{when}-x{times}",
+                        )
+                    )
+    return cases
+
+
+@pytest.mark.parametrize(("calls", "match", "skip", "when", "times"), scenarios())
+def test_a_lost_statement_or_reply_never_loses_or_repeats_a_change(
+    direct_db, lambda_chat, proxy, fake_cohere, calls, match, skip, when, times
+):
+    user = ChatUser()
+    key = f"turn-{uuid.uuid4()}"
+    titles = [f"Task {index}" for index in range(1, calls + 1)]
+    message = "Add " + ", ".join(titles)
+
+    # Given a model that adds the tasks in one reply, then confirms
+    fake_cohere.script(
+        tool_calls_reply(*[("add_task", {"title": title}) for title in titles]),
+        text_reply("Done."),
+    )
+    # ... and a statement of the turn (or its reply) lost once or twice
+    proxy.fail(match, when=when, times=times, skip=skip)
+
+    # When the user chats
+    first = post(lambda_chat, user, message, key)
+    proxy.clear()
+
+    # Then the turn either succeeded or failed cleanly, never with a 500
+    assert first.status_code in (200, 503), first.text
+    if times == 1:
+        # (one lost statement or reply is ridden out)
+        assert first.status_code == 200, first.text
+    # And no task exists twice, and every task that exists is shown in the conversation
+    done = assert_every_change_once(lambda_chat, direct_db, user)
+    assert set(done) <= set(titles)
+    if first.status_code == 200:
+        assert sorted(done) == titles
+        assert [call["result"]["title"] for call in first.json()["tool_calls"]] == titles
+
+    # When the client retries with the same key
+    turn = turn_of(direct_db, user, key)
+    fake_cohere.reset()  # (what the first attempt did not get to ask for is forgotten)
+    if turn is not None and turn["status"] == "running":
+        # Then, while the turn may still be running, the retry is refused
+        busy = post(lambda_chat, user, message, key)
+        assert busy.status_code == 409, busy.text
+        assert int(busy.headers["retry-after"]) >= 1
+        # (until the function that ran it is certainly gone)
+        direct_db.fetch_one(
+            text(
+                "UPDATE chat_turns SET started_at = started_at - interval '10 minutes' "
+                "WHERE id = :t RETURNING id"
+            ).bindparams(t=turn["id"])
+        )
+    if turn is None or turn["status"] != "succeeded":
+        # A resumed turn shows the model what was recorded; it then adds the rest.
+        recorded = recorded_titles(direct_db, turn["id"]) if turn is not None else []
+        missing = [title for title in titles if title not in recorded]
+        replies = (
+            [tool_calls_reply(*[("add_task", {"title": t}) for t in missing])] if missing else []
+        )
+        fake_cohere.script(*replies, text_reply("Done now."))
+    retry = post(lambda_chat, user, message, key)
+
+    # Then it succeeds, every task exists exactly once and is shown exactly once
+    assert retry.status_code == 200, retry.text
+    assert sorted(assert_every_change_once(lambda_chat, direct_db, user)) == titles
+    body = retry.json()
+    assert sorted(call["result"]["title"] for call in body["tool_calls"]) == titles
+    if turn is not None and turn["status"] == "succeeded":
+        # (a finished turn is answered from its stored response, without the model)
+        assert not fake_cohere.requests
+        if first.status_code == 200:
+            assert body == first.json()
+    fake_cohere.assert_all_consumed()
+
+    # And a further repeat returns the same response without calling the model
+    requests_before = len(fake_cohere.requests)
+    again = post(lambda_chat, user, message, key)
+    assert again.status_code == 200
+    assert again.json() == body
+    assert len(fake_cohere.requests) == requests_before
