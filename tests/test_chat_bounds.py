@@ -55,7 +55,7 @@ def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-# --- tool calls are capped, and the deadline is checked before each --------------------------------
+# --- tool calls are capped, and the deadline is checked before each -------------------------------
 
 
 def test_a_reply_of_3000_tool_calls_runs_only_the_allowed_ones(lambda_chat, fake_cohere, database):
@@ -141,7 +141,7 @@ def test_no_tool_runs_once_the_budget_is_nearly_spent(
     assert [call["result"]["task_id"] for call in ran] == [row["id"] for row in created]
 
 
-# --- tool results, replayed history and the message list are bounded -------------------------------
+# --- tool results, replayed history and the message list are bounded ------------------------------
 
 
 def test_100_large_listings_stay_bounded_now_and_in_later_turns(
@@ -274,7 +274,7 @@ def test_messages_are_paginated(chat_api, fake_cohere):
         assert chat_api.get(url, params=params, headers=user.headers).status_code == 422
 
 
-# --- Idempotency-Key ---------------------------------------------------------------------------------
+# --- Idempotency-Key ------------------------------------------------------------------------------
 
 
 def test_a_repeat_with_the_same_key_returns_the_first_response_without_the_model(
@@ -349,7 +349,7 @@ def test_a_repeat_while_the_first_runs_is_409(lambda_chat, fake_cohere, monkeypa
     assert keyed(lambda_chat, user, "Hello", "key-slow").json() == outcome["value"].json()
 
 
-# --- daily quotas and usage --------------------------------------------------------------------------
+# --- daily quotas and usage -----------------------------------------------------------------------
 
 
 def seconds_to_utc_midnight() -> float:
