@@ -92,11 +92,9 @@ def titles(api: Any, user: Any) -> list[str]:
 
 
 def seed_conversation(database: Any, user: Any, message: str) -> str:
-    from todo_backend.chat import conversations
+    from tests.support.chat import seed_turn
 
-    conversation_id, _ = conversations.start_turn(database, user.id, None, message)
-    conversations.finish_turn(database, conversation_id, "Done.", [], [])
-    return str(conversation_id)
+    return str(seed_turn(database, user.id, message, "Done."))
 
 
 # --- (a) the server drops the pooled connection between requests --------------------------------

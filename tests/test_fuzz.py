@@ -89,6 +89,7 @@ UNDOCUMENTED_CONTRACT: dict[str, frozenset[int]] = {
     "GET /api/{user_id}/conversations": frozenset(),
     "GET /api/{user_id}/conversations/{conversation_id}/messages": frozenset({404}),
     "DELETE /api/{user_id}/conversations/{conversation_id}": frozenset({404}),
+    "GET /api/{user_id}/chat/usage": frozenset(),
 }
 # Every task route is also served as /api/{user_id}/tasks... (403 is documented there).
 UNDOCUMENTED_CONTRACT |= {
@@ -246,7 +247,7 @@ def seeded(
     user: Any, task_factory: Callable[..., Any], database: Any
 ) -> tuple[Any, list[int], list[uuid.UUID]]:
     """A user who owns a few tasks and one conversation with a tool call."""
-    from todo_backend.chat import conversations
+    from tests.support.chat import seed_turn
 
     tasks = [
         task_factory(user, "Buy milk"),
@@ -260,10 +261,10 @@ def seeded(
         ),
         task_factory(user, "Done already", completed=True, due_date="2020-01-01"),
     ]
-    conversation_id, _ = conversations.start_turn(database, user.id, None, "Add buy milk")
-    conversations.finish_turn(
+    conversation_id = seed_turn(
         database,
-        conversation_id,
+        user.id,
+        "Add buy milk",
         "Added it.",
         [
             {

@@ -178,3 +178,35 @@ def is_uuid(value: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+# --- seeding conversations without the model ------------------------------------------------------
+
+
+def seed_turn(
+    database: Any,
+    user_id: str,
+    message: str,
+    reply: str,
+    tool_calls: list[dict[str, Any]] | None = None,
+    tool_plans: list[str] | None = None,
+) -> uuid.UUID:
+    """Store one finished turn (message and reply) as the chat function does; its conversation."""
+    from todo_backend.chat import turns
+    from todo_backend.core.settings import get_settings
+
+    claim = turns.claim(database, get_settings(), user_id, None, message, None)
+    assert claim.turn_id is not None and claim.conversation_id is not None, claim
+    turns.finish(
+        database,
+        claim.turn_id,
+        succeeded=True,
+        content=reply,
+        tool_calls=tool_calls or [],
+        tool_plans=tool_plans or [],
+        unrecorded=[],
+        response=None,
+        input_tokens=0,
+        output_tokens=0,
+    )
+    return claim.conversation_id
