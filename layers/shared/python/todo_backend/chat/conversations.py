@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 from todo_backend.chat.models import (
     CONVERSATION_TITLE_MAX,
@@ -57,6 +57,12 @@ def title_from(message: str) -> str:
     if len(title) > CONVERSATION_TITLE_MAX:
         title = title[: CONVERSATION_TITLE_MAX - 1].rstrip() + "…"
     return title
+
+
+def compact(sql: str) -> TextClause:
+    """A statement with its layout squeezed out (no `--` comments in it): pg8000 scans every
+    statement's text on each execution, and it travels on each round trip."""
+    return text(" ".join(sql.split()))
 
 
 def conversation_items_sql(conversation: str, before: str | None = None) -> str:
@@ -125,7 +131,7 @@ LIST_CONVERSATIONS = text(
     """
 )
 
-LIST_MESSAGES = text(
+LIST_MESSAGES = compact(
     f"""
     WITH owned AS (
         SELECT id FROM conversations WHERE id = :conversation_id AND user_id = :user_id

@@ -20,13 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CTE, Executable, func, insert, literal, select, text
+from sqlalchemy import CTE, Executable, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.engine import Connection, RowMapping
 
 from todo_backend.chat.conversations import (
     FAILED_TURN_NOTE,
+    compact,
     conversation_items_sql,
     storable,
     title_from,
@@ -50,7 +51,10 @@ def fingerprint(message: str, conversation_id: uuid.UUID | None) -> str:
     return hashlib.sha256(payload.encode("utf-8", "replace")).hexdigest()
 
 
-CLAIM = text(
+# The history: the newest items of the conversation, up to HISTORY_ROWS and, counted from the
+# newest, CHAT_HISTORY_MAX_CHARS; an item's calls too large to replay at all are left out (its text
+# is kept).
+CLAIM = compact(
     f"""
     WITH existing AS (
         SELECT id, conversation_id, fingerprint, status, response, created_at,
@@ -140,7 +144,6 @@ CLAIM = text(
                 SELECT capped.*, length(capped.content)
                          + coalesce(octet_length(capped.tool_calls::text), 0) AS size
                 FROM (
-                    -- Calls too large to replay are left out; the reply's text is kept.
                     SELECT item.id, item.role, item.content, item.tool_plans, item.created_at,
                            CASE WHEN octet_length(item.tool_calls::text) <= :history_chars
                                 THEN item.tool_calls END AS tool_calls
@@ -163,7 +166,7 @@ CLAIM = text(
     """
 )
 
-FINISH = text(
+FINISH = compact(
     """
     WITH turn AS (
         UPDATE chat_turns
@@ -199,14 +202,14 @@ FINISH = text(
     """
 )
 
-READ_RECORD = text(
+READ_RECORD = compact(
     """
     SELECT name, kind, task, result FROM chat_tool_calls
     WHERE turn_id = CAST(:turn_id AS uuid) AND seq = :seq
     """
 )
 
-READ_USAGE = text(
+READ_USAGE = compact(
     """
     SELECT today.day, coalesce(u.turns, 0) AS turns, coalesce(u.tokens, 0) AS tokens
     FROM (SELECT (now() AT TIME ZONE 'UTC')::date AS day) AS today
