@@ -46,6 +46,7 @@ NO_TEXT_REPLY = "(no text reply)"
 STEP_LIMIT_NOTE = "I had to stop before finishing that request; please check your tasks."
 # A tool call starts only with this much of the budget left (the statement, then the reply).
 TOOL_CALL_RESERVE_SECONDS = 0.5
+CALL_ID_MAX = 200
 
 SYSTEM_PROMPT = """You are a helpful assistant that manages the user's to-do list.
 Today's date is {today} (UTC).
@@ -254,9 +255,10 @@ class Turn:
     def _execute(self, call: "ModelCall", step: int, plan: str) -> dict[str, Any]:
         entry = self._entry(call, step, plan)
         raw_arguments = encodable(call.raw_arguments)
+        problem = arguments_problem(raw_arguments, None)
         # JSON escapes can decode to a lone surrogate, which nothing downstream can encode.
-        arguments = encodable(parse_arguments(raw_arguments))
-        problem = arguments_problem(raw_arguments, arguments)
+        arguments = None if problem else encodable(parse_arguments(raw_arguments))
+        problem = problem or arguments_problem(raw_arguments, arguments)
         tool = TOOLS.get(entry["name"])
         if problem is not None:
             entry["arguments"] = {"omitted": problem}
@@ -391,9 +393,13 @@ class ModelReply:
             if function is None:
                 raise ValueError("a tool call without a function")
             arguments = function.arguments
+            call_id = str(call.id or "")
             calls.append(
                 ModelCall(
-                    id=str(call.id or f"call_{uuid.uuid4().hex[:12]}"),
+                    # Ours when absent or unreasonably long (it is stored and sent back).
+                    id=call_id
+                    if 0 < len(call_id) <= CALL_ID_MAX
+                    else f"call_{uuid.uuid4().hex[:12]}",
                     name=encodable(str(function.name or "")),
                     raw_arguments=arguments if isinstance(arguments, str) else "{}",
                 )
