@@ -19,6 +19,7 @@ from tests.support.chat import (
     ChatUser,
     clear_cohere_client,
     fake_cohere_fixture,  # noqa: F401
+    tool_results,
 )
 from tests.support.lambda_events import LambdaClient
 from tests.support.pg_proxy import PgProxy
@@ -228,3 +229,60 @@ def test_a_lost_statement_or_reply_never_loses_or_repeats_a_change(
     assert again.status_code == 200
     assert again.json() == body
     assert len(fake_cohere.requests) == requests_before
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize(
+    ("tool", "arguments", "status"),
+    [
+        ("complete_task", {}, "completed"),
+        ("delete_task", {}, "deleted"),
+        ("update_task", {"title": "Renamed"}, "updated"),
+    ],
+)
+def test_a_change_to_an_existing_task_whose_reply_was_lost_is_reported_as_done(
+    direct_db, lambda_chat, proxy, fake_cohere, tool, arguments, status, when
+):
+    # Given a task, and a model that changes it, then answers
+    user = ChatUser()
+    from todo_backend.tasks.models import TaskCreate
+    from todo_backend.tasks.service import create_task
+
+    task, _ = create_task(direct_db, user.id, TaskCreate(title="Existing"))
+    fake_cohere.script(
+        tool_calls_reply((tool, {"task_id": task.id, **arguments}, "change_call_00001")),
+        text_reply("Done."),
+    )
+    # ... and the tool's statement (or its reply, after it committed) lost once
+    proxy.fail(TOOL, when=when)
+
+    # When the user chats
+    response = post(lambda_chat, user, "Change it", f"key-{uuid.uuid4()}")
+    proxy.clear()
+
+    # Then the change happened once and the model was told it succeeded (not "not found")
+    assert response.status_code == 200, response.text
+    sent = tool_results(fake_cohere.requests[1])["change_call_00001"]
+    assert "error" not in sent, sent
+    assert sent["status"] == status
+    assert sent["task_id"] == task.id
+    # And the conversation shows the call with that result, once
+    conversation = lambda_chat.get(f"/api/{user.id}/conversations", headers=user.headers).json()
+    messages = lambda_chat.get(
+        f"/api/{user.id}/conversations/{conversation['items'][0]['id']}/messages",
+        headers=user.headers,
+    ).json()["items"]
+    calls = [call for message in messages for call in message["tool_calls"] or []]
+    assert [(call["name"], call["result"]) for call in calls] == [(tool, sent)]
+    rows = tasks_of(direct_db, user)
+    if tool == "delete_task":
+        assert rows == []
+    else:
+        assert len(rows) == 1
+    records = direct_db.fetch_one(
+        text(
+            "SELECT count(*) AS n FROM chat_tool_calls c JOIN chat_turns t ON t.id = c.turn_id "
+            "WHERE t.user_id = :u"
+        ).bindparams(u=user.id)
+    )
+    assert records["n"] == 1
