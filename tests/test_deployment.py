@@ -526,6 +526,60 @@ def test_the_built_chat_function_answers_events(
     record_property("ChatFunction_peak_rss_mb", result["peak_rss_mb"])
 
 
+def _mcp_event(token: str, request_id: int, method: str, params: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        body["params"] = params
+    return http_api_event(
+        "POST",
+        "/mcp",
+        headers={
+            "authorization": f"Bearer {token}",
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            "mcp-protocol-version": "2025-11-25",
+        },
+        body=json.dumps(body),
+    )
+
+
+@pytest.mark.slow
+def test_the_built_mcp_function_serves_the_tools_without_cohere(
+    sam_build: Build, capsys: pytest.CaptureFixture[str], record_property: Any
+):
+    token = make_token(new_user_id())
+    events = [
+        _event("GET", "/.well-known/oauth-protected-resource"),
+        _mcp_event(token, 1, "tools/list"),
+        _mcp_event(token, 2, "tools/call", {"name": "add_task", "arguments": {"title": "Built"}}),
+        _mcp_event(token, 3, "tools/call", {"name": "list_tasks", "arguments": {}}),
+    ]
+    # The SDK ships with the function, not the layer.
+    imports = ["mcp", "mcp_types"]
+    result = _run_built_function(sam_build, "McpFunction", events, imports)
+    metadata, listed, added, tasks = result["responses"]
+    assert metadata["status"] == 200, metadata["body"]
+    assert json.loads(metadata["body"])["resource"] == "https://api.example.test/mcp"
+    for response in (listed, added, tasks):
+        assert response["status"] == 200, response["body"]
+    assert len(json.loads(listed["body"])["result"]["tools"]) >= 5
+    assert json.loads(added["body"])["result"]["isError"] is False
+    listing = json.loads(tasks["body"])["result"]["structuredContent"]
+    assert [task["title"] for task in listing["tasks"]] == ["Built"]
+    for name in imports:
+        assert result["origins"][name].startswith(str(sam_build.function("McpFunction")))
+    assert result["origins"]["todo_backend"].startswith(str(sam_build.layer_python))
+    assert not result["cohere_imported_by_requests"]
+    assert not result["cohere_findable"]
+    _report(
+        capsys,
+        f"McpFunction: import {result['import_seconds']:.2f} s, "
+        f"peak RSS {result['peak_rss_mb']:.0f} MB",
+    )
+    record_property("McpFunction_import_seconds", result["import_seconds"])
+    record_property("McpFunction_peak_rss_mb", result["peak_rss_mb"])
+
+
 def _pins(path: Path) -> dict[str, str]:
     pins = {}
     for line in path.read_text().splitlines():
