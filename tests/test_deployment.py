@@ -422,7 +422,7 @@ def _run_built_function(
         "PYTHONDONTWRITEBYTECODE": "1",
         "DATABASE_URL": os.environ["DATABASE_URL"],
         "BETTER_AUTH_SECRET": TEST_SECRET,
-        "POWERTOOLS_SERVICE_NAME": "tasks" if function == "TasksFunction" else "chat",
+        "POWERTOOLS_SERVICE_NAME": function.removesuffix("Function").lower(),
         "POWERTOOLS_METRICS_NAMESPACE": "TodoBackendTest",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
     }

@@ -89,7 +89,7 @@ JSON_RPC = {"application/json": {"schema": {"type": "object", "description": "JS
             '`WWW-Authenticate: Bearer resource_metadata="…"`',
         },
         403: {"description": "`Origin` not allowed"},
-        406: {"description": "`Accept` must include application/json and text/event-stream"},
+        406: {"description": "`Accept` must include application/json"},
         413: {"description": "Body over 64 KiB"},
         421: {"description": "`Host` not allowed"},
         503: {"model": ErrorBody, "description": "The token's key set could not be fetched"},
