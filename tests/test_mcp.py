@@ -494,3 +494,11 @@ def test_the_mcp_function_never_imports_cohere_or_the_chat_code():
     assert probe["status"] == 200
     assert probe["tools"] >= 5
     assert probe["loaded"] == []
+
+
+def test_an_invalid_better_auth_url_fails_the_cold_start_naming_it(configure):
+    from todo_backend.core.settings import ConfigurationError, load_settings
+
+    configure(BETTER_AUTH_URL="not a url")
+    with pytest.raises(ConfigurationError, match="BETTER_AUTH_URL"):
+        load_settings()
