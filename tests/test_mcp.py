@@ -130,6 +130,7 @@ def test_a_user_manages_tasks_and_another_user_cannot_see_or_touch_them(target: 
     async def scenario() -> dict[str, Any]:
         seen: dict[str, Any] = {}
         async with target.session(token_for(owner), mode) as client:
+            seen["protocol"] = client.protocol_version
             added = result_of(
                 await client.call_tool(
                     "add_task",
@@ -165,6 +166,8 @@ def test_a_user_manages_tasks_and_another_user_cannot_see_or_touch_them(target: 
         return seen
 
     seen = run_async(scenario)
+    # (the initialize handshake, or the 2026-07-28 stateless protocol after server/discover)
+    assert seen["protocol"] == {"legacy": "2025-11-25", "auto": "2026-07-28"}[mode]
     # Then the owner's tool calls act on the owner's task
     added = seen["added"]
     assert added["status"] == "created" and added["title"] == "Buy milk"
