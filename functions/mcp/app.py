@@ -55,9 +55,8 @@ async def mcp_user(
 class McpExchange(Response):
     """The response of POST /mcp: the SDK's transport reads the request and answers it itself."""
 
-    def __init__(self, request: Request, user: str) -> None:
+    def __init__(self, user: str) -> None:
         super().__init__()
-        self.request = request
         self.user = user
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,8 +94,8 @@ JSON_RPC = {"application/json": {"schema": {"type": "object", "description": "JS
         503: {"model": ErrorBody, "description": "The token's key set could not be fetched"},
     },
 )
-async def mcp(request: Request, user: Annotated[str, Depends(mcp_user)]) -> Response:
-    return McpExchange(request, user)
+async def mcp(user: Annotated[str, Depends(mcp_user)]) -> Response:
+    return McpExchange(user)
 
 
 @app.get(METADATA_PATH, summary="OAuth protected resource metadata (RFC 9728)")
