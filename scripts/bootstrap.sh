@@ -38,7 +38,7 @@ if [ "$(cat .venv/.requirements-digest 2>/dev/null)" != "$digest" ]; then
   else
     echo "==> installing requirements.lock (hashes required; first run takes a minute)"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
-      -r requirements.lock
+      --no-deps -r requirements.lock
   fi
   echo "$digest" > .venv/.requirements-digest
 fi

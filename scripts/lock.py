@@ -4,6 +4,7 @@ Install sets and their locks (pins with the sha256 of every file of each pinned 
 same lock serves arm64 and x86_64 Lambda wheels and any developer's platform):
 
     requirements.txt                    -> requirements.lock                    (development, CI)
+    requirements-sam.txt                -> requirements-sam.lock                (the SAM CLI)
     layers/shared/requirements.txt      -> layers/shared/requirements.lock      (the layer)
     functions/<f>/requirements.txt      -> functions/<f>/requirements.lock      (chat, mcp, ...)
 
@@ -36,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 UV = Path(sys.executable).parent / "uv"
 PYTHON_VERSION = "3.12"
 DEV = "requirements.txt"
+# The SAM CLI, in its own venv (.local/sam, scripts/bootstrap_tools.sh): it pins its own boto3.
+SAM = "requirements-sam.txt"
 LAYER = "layers/shared/requirements.txt"
 FUNCTIONS = ("functions/chat", "functions/mcp", "functions/reminders")
 
@@ -112,6 +115,7 @@ def parse_lock(text: str) -> list[Entry]:
             requirement = line.removesuffix("\\").strip()
             pin, _, marker = requirement.partition(";")
             name, _, version = pin.strip().partition("==")
+            name = name.split("[", 1)[0]  # extras: the lock holds their dependencies too
             entries.append(Entry(canonical(name), version.strip(), marker.strip() or None, [], []))
         elif line.strip().startswith("--hash="):
             entries[-1].hashes.append(
@@ -135,15 +139,20 @@ def requirement_files(path: Path) -> list[Path]:
 
 
 def inputs_digest(path: Path) -> str:
+    """sha256 of the requirements (comments and blank lines aside) of the file and its -r files."""
     digest = hashlib.sha256()
     for file in requirement_files(path):
         digest.update(file.relative_to(ROOT).as_posix().encode() + b"\0")
-        digest.update(file.read_bytes())
+        for line in file.read_text().splitlines():
+            requirement = line.split(" #", 1)[0].strip()
+            if requirement and not requirement.startswith("#"):
+                digest.update(requirement.encode() + b"\n")
     return digest.hexdigest()
 
 
 def lock_path(requirements: Path) -> Path:
-    return requirements.with_name("requirements.lock")
+    """requirements.txt -> requirements.lock, requirements-sam.txt -> requirements-sam.lock"""
+    return requirements.with_suffix(".lock")
 
 
 def header(requirements: Path, lines: list[str]) -> str:
@@ -185,16 +194,14 @@ def on_lambda(entry: Entry) -> bool:
     return results.pop()
 
 
-def lock_dev(extra: list[str]) -> list[Entry]:
-    requirements = ROOT / DEV
+def lock_dev(requirements: Path, extra: list[str], notes: list[str]) -> list[Entry]:
+    """A lock for any platform (universal, with markers) of a set installed on a developer's or
+    CI's machine."""
     output = lock_path(requirements)
     print(f"==> {output.relative_to(ROOT)}", flush=True)
     uv_compile(requirements, output, extra)
     body = output.read_text()
-    lines = [
-        "Installed into .venv by scripts/bootstrap.sh (uv pip sync, hashes required).",
-        "Every Lambda lock is resolved under these pins.",
-    ]
+    lines = ["Installed by scripts/bootstrap*.sh, hashes required.", *notes]
     output.write_text(header(requirements, lines) + "\n" + body)
     return parse_lock(body)
 
@@ -243,7 +250,8 @@ def main() -> None:
     args = parser.parse_args()
     extra = ["--upgrade"] if args.upgrade else []
 
-    dev = lock_dev(extra)
+    dev = lock_dev(ROOT / DEV, extra, ["Every Lambda lock is resolved under these pins."])
+    lock_dev(ROOT / SAM, extra, [])
     with tempfile.TemporaryDirectory() as scratch:
         constraints = Path(scratch) / "constraints.txt"
         constraints.write_text("".join(f"{entry.name}=={entry.version}\n" for entry in dev))
