@@ -254,7 +254,14 @@ def main() -> None:
     lock_dev(ROOT / SAM, extra, [])
     with tempfile.TemporaryDirectory() as scratch:
         constraints = Path(scratch) / "constraints.txt"
-        constraints.write_text("".join(f"{entry.name}=={entry.version}\n" for entry in dev))
+        # The pins that can apply on Lambda (a universal lock may fork a package by marker).
+        pins = {
+            f"{entry.name}=={entry.version}\n"
+            for entry in dev
+            if entry.marker is None
+            or any(Marker(entry.marker).evaluate(env) for env in LAMBDA_ENVIRONMENTS)
+        }
+        constraints.write_text("".join(sorted(pins)))
         layer = lock_lambda_set(ROOT / LAYER, constraints, {}, [])
         in_layer = {entry.name: entry.version for entry in layer}
         for function in FUNCTIONS:
