@@ -12,6 +12,7 @@ from tests.support.database import create_fresh_database, drop_database, migrate
 from tests.support.tokens import TEST_SECRET, make_token, new_user_id
 
 CONFIG_VARIABLES = (
+    "BETTER_AUTH_URL",
     "BETTER_AUTH_JWKS_URL",
     "JWT_ISSUER",
     "JWT_AUDIENCE",
