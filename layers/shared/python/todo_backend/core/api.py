@@ -3,12 +3,14 @@
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from todo_backend.core.auth import get_token_verifier
 from todo_backend.core.db import Database, get_database
@@ -17,6 +19,7 @@ from todo_backend.core.errors import (
     PermissionDeniedError,
     install_error_handlers,
 )
+from todo_backend.core.limits import MAX_BODY_BYTES, TOO_LARGE_DETAIL
 from todo_backend.core.settings import get_settings
 
 
@@ -43,12 +46,54 @@ def errors(*codes: int) -> dict[int | str, dict[str, object]]:
     }
 
 
+class BodyLimitMiddleware:
+    """Bodies over `MAX_BODY_BYTES`: 413 before anything parses them. A Content-Length over the
+    limit is refused before the app runs; otherwise the bytes actually received are counted, and
+    reading past the limit raises a 413 that the app's handlers answer (inside CORS)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > MAX_BODY_BYTES:
+            response = JSONResponse({"detail": TOO_LARGE_DETAIL}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise HTTPException(status_code=413, detail=TOO_LARGE_DETAIL)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 def create_app(title: str, description: str) -> FastAPI:
     """A FastAPI app with the shared error mapping and CORS; routes are added by the function."""
     settings = get_settings()
     app = FastAPI(title=title, description=description, version="1.0.0")
     app.router.route_class = AuthenticatedRoute
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
