@@ -93,7 +93,7 @@ def test_every_spelling_of_null_is_the_four_letters(tasks_api, user, database):
     # Given tags and texts that spell NULL in any case
     response = tasks_api.post(
         "/api/tasks",
-        json={"title": "NULL", "description": "Null", "tags": SPELLINGS_OF_NULL + ["NuLl"]},
+        json={"title": "NULL", "description": "Null", "tags": [*SPELLINGS_OF_NULL, "NuLl"]},
         headers=user.headers,
     )
     # Then the create succeeds (it answered 500 after committing) and they are stored as text
