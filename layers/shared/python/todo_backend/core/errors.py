@@ -56,6 +56,13 @@ class UpstreamError(DomainError):
         self.headers = {"Retry-After": retry_after} if retry_after else None
 
 
+# The 503 of a write whose connection broke mid-statement: it may have committed.
+WRITE_OUTCOME_UNKNOWN_DETAIL = (
+    "The database connection was lost during this change, which may or may not have been"
+    " applied. Check before repeating it, or repeat it with the same Idempotency-Key."
+)
+
+
 class AsciiJSONResponse(JSONResponse):
     """JSON with non-ASCII escaped: a 422 echoes the input, which may hold a lone surrogate that
     UTF-8 cannot encode (FastAPI's own handler would fail with a 500)."""
@@ -121,7 +128,7 @@ def bounded_validation_errors(errors: Any) -> list[dict[str, Any]]:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Map domain errors to their status codes; anything unexpected is a bare 500."""
-    from todo_backend.core.db import DatabaseUnavailableError
+    from todo_backend.core.db import DatabaseUnavailableError, WriteOutcomeUnknownError
     from todo_backend.core.observability import logger
 
     async def domain_error(request: Request, error: Exception) -> JSONResponse:
@@ -132,11 +139,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
         logger.warning("database unavailable", extra={"error": str(error)})
-        return JSONResponse(
-            {"detail": "Database unavailable, try again shortly"},
-            status_code=503,
-            headers={"Retry-After": "1"},
+        detail = (
+            WRITE_OUTCOME_UNKNOWN_DETAIL
+            if isinstance(error, WriteOutcomeUnknownError)
+            else "Database unavailable, try again shortly"
         )
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unhandled error")
