@@ -43,6 +43,20 @@ class NotFoundError(DomainError):
     status_code = 404
 
 
+class InvalidInputError(DomainError):
+    """A 422 found by the service, not by the schema; rendered as FastAPI's list of errors."""
+
+    status_code = 422
+
+    def __init__(self, detail: str, *, loc: tuple[str, ...], error_type: str) -> None:
+        super().__init__(detail)
+        self.loc = loc
+        self.error_type = error_type
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [{"type": self.error_type, "loc": list(self.loc), "msg": self.detail}]
+
+
 class ServiceUnavailableError(DomainError):
     status_code = 503
 
@@ -133,8 +147,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def domain_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, DomainError)
+        detail = error.errors() if isinstance(error, InvalidInputError) else error.detail
         return JSONResponse(
-            {"detail": error.detail}, status_code=error.status_code, headers=error.headers
+            {"detail": detail}, status_code=error.status_code, headers=error.headers
         )
 
     async def database_unavailable(request: Request, error: Exception) -> JSONResponse:

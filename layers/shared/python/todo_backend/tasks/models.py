@@ -34,6 +34,7 @@ DESCRIPTION_MAX = 1000
 TAGS_MAX = 10
 TAG_MAX = 30
 IDEMPOTENCY_KEY_MAX = 255
+FINGERPRINT_LENGTH = 64
 # Checked before any item or field is validated, so a huge list or object fails fast with one
 # error instead of one per item (duplicates are allowed in a tags list, hence more than TAGS_MAX).
 TAGS_INPUT_MAX = 100
@@ -215,6 +216,10 @@ class Task(SQLModel, table=True):
     created_at: datetime | None = set_by_database_now()
     updated_at: datetime | None = set_by_database_now()
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(IDEMPOTENCY_KEY_MAX)))
+    # SHA-256 (hex) of the create's validated body: a key reused with another body is refused.
+    idempotency_fingerprint: str | None = Field(
+        default=None, sa_column=Column(String(FINGERPRINT_LENGTH))
+    )
 
 
 # --- what clients send and receive ----------------------------------------------------------------
