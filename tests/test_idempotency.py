@@ -11,6 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+
+@pytest.fixture
+def tasks_api(tasks_api_in_both_path_forms: Any) -> Any:
+    """Every test of this module runs against `/api/tasks...` and `/api/{user_id}/tasks...`."""
+    return tasks_api_in_both_path_forms
+
+
 THREADS = 8
 
 

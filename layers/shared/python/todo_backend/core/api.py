@@ -2,6 +2,7 @@
 
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -21,6 +22,10 @@ from todo_backend.core.errors import (
 )
 from todo_backend.core.limits import MAX_BODY_BYTES, TOO_LARGE_DETAIL
 from todo_backend.core.settings import get_settings
+
+
+# Characters a path segment may hold unencoded (RFC 3986 pchar, plus the separator).
+URL_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 class ErrorBody(BaseModel):
@@ -184,8 +189,11 @@ def include_user_routes(app: FastAPI, router: APIRouter) -> None:
 
 
 def location_of(request: Request, resource_id: object) -> str:
-    """A new resource's URL in the form of the request (`/api/tasks/7` or `/api/u/tasks/7`)."""
-    return f"{request.url.path.rstrip('/')}/{resource_id}"
+    """A new resource's URL in the form of the request (`/api/tasks/7` or `/api/u/tasks/7`),
+    percent-encoded: a `{user_id}` may hold spaces or non-ASCII characters, which a header
+    cannot carry as they are."""
+    path = quote(request.url.path.rstrip("/"), safe=URL_PATH_SAFE)
+    return f"{path}/{quote(str(resource_id), safe='')}"
 
 
 async def database() -> Database:
