@@ -23,7 +23,6 @@ from todo_backend.core.errors import (
 from todo_backend.core.limits import MAX_BODY_BYTES, TOO_LARGE_DETAIL
 from todo_backend.core.settings import get_settings
 
-
 # Characters a path segment may hold unencoded (RFC 3986 pchar, plus the separator).
 URL_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
