@@ -85,8 +85,36 @@ class AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
+def _size_within(value: Any, budget: int) -> int:
+    """The rough JSON size of `value`, counted only until it exceeds `budget` (so a huge input
+    costs no more than a small one)."""
+    stack = [value]
+    size = 0
+    while stack and size <= budget:
+        item = stack.pop()
+        if isinstance(item, (str, bytes)):
+            size += len(item) + 2
+        elif isinstance(item, dict):
+            size += 2 + len(item)
+            for key, nested in item.items():
+                stack.append(key)
+                stack.append(nested)
+                if len(stack) > budget:
+                    return budget + 1
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            size += 2 + len(item)
+            if len(item) > budget:
+                return budget + 1
+            stack.extend(item)
+        else:
+            size += 8
+    return size
+
+
 def _small(value: Any) -> bool:
     """Whether `value` is short enough to echo back in an error."""
+    if _size_within(value, MAX_ECHO_CHARS) > MAX_ECHO_CHARS:
+        return False
     try:
         return len(json.dumps(jsonable_encoder(value), ensure_ascii=True)) <= MAX_ECHO_CHARS
     except (TypeError, ValueError):
