@@ -2,7 +2,8 @@
 
 A request body over `MAX_BODY_BYTES` is refused with 413 before anything parses it: in Lambda by
 `oversized_body_response` (from the event's body length, before Mangum decodes it), and in ASGI by
-FastAPI's own body limit (the Content-Length header, then the bytes actually streamed).
+`todo_backend.core.api.BodyLimitMiddleware` (the Content-Length header, then the bytes actually
+received).
 """
 
 import json
