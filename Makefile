@@ -1,4 +1,4 @@
-.PHONY: dev test token migrate lint format bench build
+.PHONY: dev test token migrate lint format bench build lock
 
 dev:  ## run both functions at http://127.0.0.1:8000 on an embedded PostgreSQL
 	scripts/dev.sh
@@ -23,3 +23,7 @@ format:
 bench:  ## benchmark table: cold start, warm latency, SQL round trips, sizes (not part of tests)
 	scripts/bootstrap.sh
 	PYTHONPATH=.:layers/shared/python .venv/bin/python -m benchmarks.bench $(ARGS)
+
+lock:  ## refresh every lock file from the requirements files (ARGS=--upgrade for newer versions)
+	scripts/bootstrap.sh
+	.venv/bin/python scripts/lock.py $(ARGS)

