@@ -21,6 +21,12 @@ FAILED_TURN_NOTE = (
     "Sorry, the assistant service failed before I could finish replying. "
     "Any actions listed here were already carried out."
 )
+# Shown for a turn that recorded tool calls but stored no reply: it is still running, or its
+# function died, or its last statement was lost.
+UNFINISHED_TURN_NOTE = (
+    "The assistant's reply to this message was not stored (it may still be on its way). "
+    "The actions listed here were carried out."
+)
 # A page of messages stops early (fewer than `limit` items) rather than pass this many bytes of
 # JSON: Lambda's response limit is 6 MB.
 MESSAGE_PAGE_MAX_BYTES = 2 * 1024 * 1024
@@ -176,7 +182,7 @@ def list_messages(
             user_id=user_id,
             limit=limit,
             offset=offset,
-            note=FAILED_TURN_NOTE,
+            note=UNFINISHED_TURN_NOTE,
             max_bytes=MESSAGE_PAGE_MAX_BYTES,
         ),
         idempotent=True,

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.engine import Connection, RowMapping
 
 from todo_backend.chat.conversations import (
-    FAILED_TURN_NOTE,
+    UNFINISHED_TURN_NOTE,
     compact,
     conversation_items_sql,
     storable,
@@ -259,7 +259,7 @@ def claim(
         abandon_seconds=settings.chat_turn_budget_seconds + ABANDON_MARGIN_SECONDS,
         history_rows=HISTORY_ROWS,
         history_chars=settings.chat_history_max_chars,
-        note=FAILED_TURN_NOTE,
+        note=UNFINISHED_TURN_NOTE,
     )
     row = db.fetch_one(statement, idempotent=True)
     assert row is not None
