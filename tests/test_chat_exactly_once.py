@@ -286,3 +286,28 @@ def test_a_change_to_an_existing_task_whose_reply_was_lost_is_reported_as_done(
         ).bindparams(u=user.id)
     )
     assert records["n"] == 1
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_retry_whose_claim_is_lost_once_still_resumes_the_turn(
+    direct_db, lambda_chat, proxy, fake_cohere, when
+):
+    # Given a turn that added a task and then failed at Cohere
+    from tests.fakes.cohere_server import error_reply
+
+    user = ChatUser()
+    key = f"turn-{uuid.uuid4()}"
+    fake_cohere.script(
+        tool_calls_reply(("add_task", {"title": "Once"})), error_reply(400), text_reply("Added.")
+    )
+    assert post(lambda_chat, user, "Add once", key).status_code == 502
+
+    # When the client retries with the same key, and the claim (or its reply) is lost once
+    proxy.fail(CLAIM, when=when)
+    retry = post(lambda_chat, user, "Add once", key)
+
+    # Then the turn resumes and finishes, the task added once and shown once
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["response"] == "Added."
+    assert [call["result"]["title"] for call in retry.json()["tool_calls"]] == ["Once"]
+    assert assert_every_change_once(lambda_chat, direct_db, user) == ["Once"]

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("idempotency_key", sa.String(length=255), nullable=True),
         sa.Column("fingerprint", sa.Text(), nullable=False),
         sa.Column("status", sa.String(length=9), nullable=False),
+        sa.Column("attempt_id", sa.UUID(), nullable=False),
         sa.Column("attempts", sa.Integer(), server_default="1", nullable=False),
         sa.Column("response", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("input_tokens", sa.BigInteger(), server_default="0", nullable=False),

@@ -129,6 +129,9 @@ class ChatTurn(SQLModel, table=True):
     # A hash of the request (message and conversation): a key reused for another request is a 422.
     fingerprint: str = Field(sa_column=Column(Text, nullable=False))
     status: str = Field(sa_column=Column(String(9), nullable=False))
+    # Chosen by the function for each attempt: a claim run again after its reply was lost knows
+    # the turn as its own.
+    attempt_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     attempts: int = Field(sa_column=Column(Integer, nullable=False, server_default="1"))
     response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     input_tokens: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))

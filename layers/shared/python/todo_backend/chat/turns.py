@@ -58,7 +58,7 @@ CLAIM = compact(
     f"""
     WITH existing AS (
         SELECT id, conversation_id, fingerprint, status, response, created_at,
-               id = CAST(:turn_id AS uuid) AS mine,
+               attempt_id = CAST(:turn_id AS uuid) AS mine,
                status = 'running'
                  AND started_at > now() - make_interval(secs => :abandon_seconds) AS busy,
                GREATEST(1, ceil(extract(epoch FROM started_at - now()) + CASE
@@ -67,7 +67,7 @@ CLAIM = compact(
         FROM chat_turns
         WHERE id = CAST(:turn_id AS uuid)
            OR (user_id = :user_id AND idempotency_key = CAST(:idempotency_key AS varchar))
-        ORDER BY id = CAST(:turn_id AS uuid) DESC
+        ORDER BY attempt_id = CAST(:turn_id AS uuid) DESC
         LIMIT 1
     ), known AS (
         SELECT id FROM conversations
@@ -93,8 +93,9 @@ CLAIM = compact(
         WHERE u.turns < :turn_limit AND u.tokens < :token_limit
         RETURNING turns
     ), turn AS (
-        INSERT INTO chat_turns (id, user_id, conversation_id, idempotency_key, fingerprint, status)
-        SELECT CAST(:turn_id AS uuid), :user_id,
+        INSERT INTO chat_turns (id, attempt_id, user_id, conversation_id, idempotency_key,
+                                fingerprint, status)
+        SELECT CAST(:turn_id AS uuid), CAST(:turn_id AS uuid), :user_id,
                coalesce(CAST(:conversation_id AS uuid), CAST(:new_conversation_id AS uuid)),
                CAST(:idempotency_key AS varchar), :fingerprint, 'running'
         FROM decision, usage WHERE decision.action = 'new'
@@ -113,7 +114,8 @@ CLAIM = compact(
         SELECT conversation_id, 'user', :content, id FROM turn
     ), resumed AS (
         UPDATE chat_turns AS t
-        SET status = 'running', started_at = now(), attempts = t.attempts + 1, finished_at = NULL
+        SET status = 'running', started_at = now(), attempts = t.attempts + 1, finished_at = NULL,
+            attempt_id = CAST(:turn_id AS uuid)
         FROM existing, decision, usage
         WHERE t.id = existing.id AND decision.action = 'resume'
           AND (t.status = 'failed'
