@@ -299,7 +299,9 @@ def test_a_repeat_with_the_same_key_returns_the_first_response_without_the_model
     assert len(task_rows(database, user.id)) == 1
     assert len(stored_messages(chat_api, user, first.json()["conversation_id"])) == 2
     # And the same key for another request is a 422; another user's key is theirs alone
-    assert keyed(chat_api, user, "Add twice", "key-1").status_code == 422
+    reused = keyed(chat_api, user, "Add twice", "key-1")
+    assert reused.status_code == 422
+    assert reused.json()["detail"][0]["loc"] == ["header", "idempotency-key"]
     other = ChatUser()
     fake_cohere.script(text_reply("Hello."))
     assert keyed(chat_api, other, "Add once", "key-1").json()["response"] == "Hello."

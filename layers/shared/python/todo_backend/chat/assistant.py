@@ -22,8 +22,13 @@ from todo_backend.chat.conversations import (
     settled,
 )
 from todo_backend.chat.models import ChatRequest, ChatResponse, ToolCallPublic
-from todo_backend.core.db import Database, DatabaseUnavailableError
-from todo_backend.core.errors import DomainError, ServiceUnavailableError, UpstreamError
+from todo_backend.core.db import Database, DatabaseUnavailableError, WriteOutcomeUnknownError
+from todo_backend.core.errors import (
+    DomainError,
+    InvalidInputError,
+    ServiceUnavailableError,
+    UpstreamError,
+)
 from todo_backend.core.observability import count, logger, metrics, milliseconds
 from todo_backend.core.settings import Settings, get_settings
 from todo_backend.tasks.tools import (
@@ -70,11 +75,14 @@ class TurnInProgressError(DomainError):
         self.headers = {"Retry-After": str(retry_after or 1)}
 
 
-class IdempotencyKeyReusedError(DomainError):
-    status_code = 422
-
+class IdempotencyKeyReusedError(InvalidInputError):
     def __init__(self) -> None:
-        super().__init__("This Idempotency-Key was used for a different chat request")
+        super().__init__(
+            "This Idempotency-Key was already used with a different message or conversation;"
+            " use a new key for a new turn",
+            loc=("header", "idempotency-key"),
+            error_type="idempotency_key_reused",
+        )
 
 
 class ChatQuotaExceededError(DomainError):
@@ -300,7 +308,8 @@ class Turn:
             if not isinstance(db.failure, DatabaseUnavailableError):
                 return result
             logger.warning("tool statement lost before its reply; running it again")
-        raise DatabaseUnavailableError("the outcome of a tool call is unknown")
+        # The retry with the same Idempotency-Key settles it (the record is read then).
+        raise WriteOutcomeUnknownError("the outcome of a tool call is unknown")
 
     def _chat(self, messages: list[dict[str, Any]]) -> "ModelReply":
         import cohere
