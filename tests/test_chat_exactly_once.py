@@ -279,13 +279,14 @@ def test_a_change_to_an_existing_task_whose_reply_was_lost_is_reported_as_done(
         assert rows == []
     else:
         assert len(rows) == 1
-    records = direct_db.fetch_one(
+    # And it was recorded once, with the result the model was sent
+    records = direct_db.fetch_all(
         text(
-            "SELECT count(*) AS n FROM chat_tool_calls c JOIN chat_turns t ON t.id = c.turn_id "
+            "SELECT c.result FROM chat_tool_calls c JOIN chat_turns t ON t.id = c.turn_id "
             "WHERE t.user_id = :u"
         ).bindparams(u=user.id)
     )
-    assert records["n"] == 1
+    assert [record["result"] for record in records] == [sent]
 
 
 @pytest.mark.parametrize("when", ["before", "after"])

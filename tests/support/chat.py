@@ -205,6 +205,7 @@ def seed_turn(
         tool_calls=tool_calls or [],
         tool_plans=tool_plans or [],
         unrecorded=[],
+        recorded=[],
         response=None,
         input_tokens=0,
         output_tokens=0,

@@ -499,6 +499,11 @@ def _finish(
         for call in turn.calls
         if not call.get("recorded")
     ]
+    recorded = [
+        {"seq": call["seq"], "result": call["result"]}
+        for call in turn.calls
+        if call.get("recorded")
+    ]
     tokens = turn.input_tokens + turn.output_tokens
     if tokens:
         metrics.add_metric(name="CohereTokens", unit="Count", value=tokens)
@@ -511,6 +516,7 @@ def _finish(
             tool_calls=stored,
             tool_plans=turn.plans,
             unrecorded=unrecorded,
+            recorded=recorded,
             response=response.model_dump(mode="json") if succeeded else None,
             input_tokens=turn.input_tokens,
             output_tokens=turn.output_tokens,

@@ -184,6 +184,10 @@ FINISH = compact(
     ), conversation AS (
         UPDATE conversations SET updated_at = now()
         WHERE id = (SELECT conversation_id FROM turn)
+    ), results AS (
+        UPDATE chat_tool_calls AS c SET result = r.result
+        FROM turn, jsonb_to_recordset(CAST(:recorded AS jsonb)) AS r(seq int, result jsonb)
+        WHERE c.turn_id = turn.id AND c.seq = r.seq AND c.result IS NULL
     ), unrecorded AS (
         INSERT INTO chat_tool_calls (turn_id, seq, step, call_id, name, arguments, tool_plan,
                                      result)
@@ -286,12 +290,14 @@ def finish(
     tool_calls: Sequence[dict[str, Any]],
     tool_plans: Sequence[str],
     unrecorded: Sequence[dict[str, Any]],
+    recorded: Sequence[dict[str, Any]],
     response: dict[str, Any] | None,
     input_tokens: int,
     output_tokens: int,
 ) -> None:
-    """Store the reply and the outcome of the turn. A failed turn keeps a note with the calls it
-    made (none: no note) and records every call, so that a retry replays them."""
+    """Store the reply and the outcome of the turn. The recorded calls get the results the model
+    was sent (`recorded`: seq and result). A failed turn keeps a note with the calls it made (none:
+    no note) and records every call, so that a retry replays them."""
     statement = FINISH.bindparams(
         turn_id=turn_id,
         status="succeeded" if succeeded else "failed",
@@ -300,6 +306,7 @@ def finish(
         output_tokens=output_tokens,
         tokens=input_tokens + output_tokens,
         unrecorded=json.dumps(storable(list(unrecorded)) if not succeeded else []),
+        recorded=json.dumps(storable(list(recorded))),
         content=storable(content),
         tool_calls=json.dumps(storable(list(tool_calls))) if tool_calls else None,
         tool_plans=json.dumps(storable(list(tool_plans))) if tool_plans else None,
