@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # One pooled connection per warm Lambda container; the local server may ask for more.
     db_pool_size: int = Field(default=1, ge=1, le=20)
+    # The EventBridge bus that task events are relayed to; unset: they stay in the outbox.
+    event_bus_name: str | None = Field(default=None, max_length=256)
 
     @classmethod
     def settings_customise_sources(
@@ -91,6 +93,7 @@ class Settings(BaseSettings):
         "better_auth_jwks_url",
         "co_api_url",
         "co_api_key",
+        "event_bus_name",
         mode="before",
     )
     @classmethod

@@ -17,8 +17,9 @@ from todo_backend.tasks.service import PUBLIC_COLUMNS, change_statement, tasks
 
 # GET /api/reminders returns at most this many (soonest first); `total` counts them all.
 REMINDERS_SHOWN = 100
-# One claim takes at most this many reminders; the function claims until none is left.
+# One claim takes at most this many reminders; a run claims until none is left (or MAX_CLAIMS).
 CLAIM_BATCH = 200
+MAX_CLAIMS = 20
 
 
 def due_reminders(db: Database, user_id: str) -> ReminderList:
@@ -77,3 +78,16 @@ def claim_due_reminders(db: Database, limit: int = CLAIM_BATCH) -> Sequence[Task
     """One claim: the tasks whose reminders this call delivered (to the outbox)."""
     rows = db.fetch_all(claim_statement(limit))
     return [TaskPublic.model_validate(dict(row)) for row in rows]
+
+
+def claim_all_due_reminders(
+    db: Database, batch: int = CLAIM_BATCH, max_claims: int = MAX_CLAIMS
+) -> int:
+    """Claim due reminders batch after batch until none is left; how many were claimed."""
+    claimed = 0
+    for _ in range(max_claims):
+        found = len(claim_due_reminders(db, batch))
+        claimed += found
+        if found < batch:
+            break
+    return claimed

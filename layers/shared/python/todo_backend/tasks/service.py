@@ -38,6 +38,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
@@ -165,14 +166,20 @@ def _detail_type(changed: CTE, kind: ChangeKind) -> ColumnElement[str]:
     return literal_column(f"'{name[kind]}'")
 
 
-def _event(changed: CTE, kind: ChangeKind) -> Executable:
+def _event_rows(changed: CTE, kind: ChangeKind) -> Select[Any]:
     """The outbox row of each changed task (not of an idempotent create's repeat)."""
     rows = select(
         changed.c.user_id, changed.c.id, _detail_type(changed, kind), task_json(changed.c)
     )
     if "inserted" in changed.c:
         rows = rows.where(changed.c.inserted)
-    return task_events.insert().from_select(["user_id", "task_id", "detail_type", "task"], rows)
+    return rows
+
+
+def _events(*rows: Select[Any]) -> Executable:
+    """One INSERT for all the statement's events, in the order given (the outbox's id order)."""
+    source = rows[0] if len(rows) == 1 else union_all(*rows)
+    return task_events.insert().from_select(["user_id", "task_id", "detail_type", "task"], source)
 
 
 def _next_occurrence_insert(changed: CTE, following: Occurrence) -> Executable:
@@ -224,10 +231,11 @@ def change_statement(
     hooks. It selects the changed tasks' public columns plus `extra`; with `probe` (a one-row
     select), the probe's columns LEFT JOINed with them: one row even when nothing changed."""
     changed = dml.returning(*tasks.c, *extra).cte("changed")
-    side_effects = [_event(changed, kind).cte("event")]
+    events = [_event_rows(changed, kind)]
     if following is not None:
         spawned = _next_occurrence_insert(changed, following).cte("spawned")
-        side_effects.append(_event(spawned, "created").cte("spawned_event"))
+        events.append(_event_rows(spawned, "created"))
+    side_effects = [_events(*events).cte("event")]
     side_effects += [hook(changed, kind).cte(f"hook_{index}") for index, hook in enumerate(hooks)]
     names = [column.name for column in PUBLIC_COLUMNS] + [column.name for column in extra]
     columns = [changed.c[name] for name in names]
