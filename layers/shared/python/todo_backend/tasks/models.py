@@ -148,7 +148,7 @@ SearchText = Annotated[
     StringConstraints(min_length=1, max_length=200),
     BeforeValidator(reject_control_characters),
 ]
-Recurrence = Annotated[str, BeforeValidator(normalize)]
+Recurrence = Annotated[str, BeforeValidator(normalize), BeforeValidator(reject_control_characters)]
 IdempotencyKey = Annotated[
     str,
     StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_MAX),
