@@ -537,13 +537,15 @@ def delete_task(
 
 def list_tags(db: Database, user_id: str) -> TagList:
     """Every tag of the user's tasks with its task count, by name (code point order)."""
-    name = func.unnest(tasks.c.tags).column_valued("name")
-    statement = (
-        select(name.label("name"), func.count().label("count"))
-        .select_from(tasks)
+    tagged = (
+        select(func.unnest(tasks.c.tags).label("name"))
         .where(tasks.c.user_id == user_id)
-        .group_by(name)
-        .order_by(name.collate("C"))
+        .subquery("tagged")
+    )
+    statement = (
+        select(tagged.c.name, func.count().label("count"))
+        .group_by(tagged.c.name)
+        .order_by(tagged.c.name.collate("C"))
     )
     items = [TagCount.model_validate(dict(row)) for row in db.fetch_all(statement, idempotent=True)]
     return TagList(items=items, total=len(items))
