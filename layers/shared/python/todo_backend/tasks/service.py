@@ -18,6 +18,7 @@ inserting that occurrence. Concurrent completions race on that guard: exactly on
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -29,6 +30,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    column,
     delete,
     false,
     func,
@@ -37,13 +39,16 @@ from sqlalchemy import (
     nulls_last,
     or_,
     select,
+    table,
     true,
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.expression import TableClause
 
 from todo_backend.core.db import Database
 from todo_backend.core.errors import DomainError, NotFoundError
@@ -134,8 +139,9 @@ def _utc_text(value: Any) -> ColumnElement[str]:
     there are any (pydantic's form). NULL stays NULL."""
     utc = func.timezone(literal_column("'UTC'"), value)
     seconds = func.to_char(utc, literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS'"))
+    microseconds = func.mod(func.extract("microseconds", value), literal_column("1000000"))
     fraction = case(
-        (func.extract("microseconds", value) % 1000000 == 0, literal_column("''")),
+        (microseconds == literal_column("0"), literal_column("''")),
         else_=func.to_char(utc, literal_column("'.US'")),
     )
     return seconds.concat(fraction).concat(literal_column("'Z'"))
@@ -152,7 +158,30 @@ def task_json(columns: Any) -> ColumnElement[Any]:
     return func.jsonb_build_object(*pairs)
 
 
-def _detail_type(changed: CTE, kind: ChangeKind) -> ColumnElement[str]:
+@cache
+def _rows_of(name: str, extra: tuple[str, ...] = ()) -> TableClause:
+    """The rows of CTE `name` (every task column, plus `extra`) as a plain table clause, built
+    once: naming a CTE object's columns would build column proxies for every statement, which
+    costs more Python time than the statement takes in the database."""
+    return table(
+        name,
+        *(column(task_column.name, task_column.type) for task_column in tasks.c),
+        *(column(extra_name) for extra_name in extra),
+    )
+
+
+@cache
+def _task_json_of(source: str) -> ColumnElement[Any]:
+    """`task_json` of the rows of CTE `source`, as SQL text compiled once per container: built as
+    an expression on every change it would cost more Python time than the statement's SQL."""
+    named = table(source, *(column(name) for name in TaskPublic.model_fields))
+    compiled = task_json(named.c).compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    return literal_column(str(compiled))
+
+
+def _detail_type(changed: Any, kind: ChangeKind) -> ColumnElement[str]:
     if kind == "updated":
         # completed_at is set to now() only when a task becomes completed (it is kept otherwise).
         return case(
@@ -166,11 +195,11 @@ def _detail_type(changed: CTE, kind: ChangeKind) -> ColumnElement[str]:
     return literal_column(f"'{name[kind]}'")
 
 
-def _event_rows(changed: CTE, kind: ChangeKind) -> Select[Any]:
+def _event_rows(changed: Any, kind: ChangeKind) -> Select[Any]:
     """The outbox row of each changed task (not of an idempotent create's repeat)."""
     rows = select(
-        changed.c.user_id, changed.c.id, _detail_type(changed, kind), task_json(changed.c)
-    )
+        changed.c.user_id, changed.c.id, _detail_type(changed, kind), _task_json_of(changed.name)
+    ).select_from(changed)
     if "inserted" in changed.c:
         rows = rows.where(changed.c.inserted)
     return rows
@@ -182,7 +211,7 @@ def _events(*rows: Select[Any]) -> Executable:
     return task_events.insert().from_select(["user_id", "task_id", "detail_type", "task"], source)
 
 
-def _next_occurrence_insert(changed: CTE, following: Occurrence) -> Executable:
+def _next_occurrence_insert(changed: Any, following: Occurrence) -> Executable:
     """The next occurrence of each changed task that has just been given a `next_task_id`:
     same title, description, priority, tags and reminder offset, the next due date."""
     due = bindparam("next_due_date", following.due_date, type_=DateTime(timezone=True))
@@ -230,22 +259,25 @@ def change_statement(
     next occurrence (`following`, for tasks given a `next_task_id`) with its own event, and the
     hooks. It selects the changed tasks' public columns plus `extra`; with `probe` (a one-row
     select), the probe's columns LEFT JOINed with them: one row even when nothing changed."""
-    changed = dml.returning(*tasks.c, *extra).cte("changed")
+    changed_cte = dml.returning(*tasks.c, *extra).cte("changed")
+    # The statement's own parts name the CTE's columns through a light stand-in (see _rows_of).
+    changed = _rows_of("changed", tuple(element.name for element in extra))
+    ctes = [changed_cte]
     events = [_event_rows(changed, kind)]
     if following is not None:
-        spawned = _next_occurrence_insert(changed, following).cte("spawned")
-        events.append(_event_rows(spawned, "created"))
-    side_effects = [_events(*events).cte("event")]
-    side_effects += [hook(changed, kind).cte(f"hook_{index}") for index, hook in enumerate(hooks)]
-    names = [column.name for column in PUBLIC_COLUMNS] + [column.name for column in extra]
+        ctes.append(_next_occurrence_insert(changed, following).cte("spawned"))
+        events.append(_event_rows(_rows_of("spawned"), "created"))
+    ctes.append(_events(*events).cte("event"))
+    ctes += [hook(changed_cte, kind).cte(f"hook_{index}") for index, hook in enumerate(hooks)]
+    names = [column.name for column in PUBLIC_COLUMNS] + [element.name for element in extra]
     columns = [changed.c[name] for name in names]
     if probe is None:
-        return select(*columns).add_cte(*side_effects)
+        return select(*columns).select_from(changed).add_cte(*ctes)
     probed = probe.subquery("probe")
     return (
         select(*columns, *(column.label(f"probe_{column.name}") for column in probed.c))
         .select_from(probed.outerjoin(changed, true()))
-        .add_cte(*side_effects)
+        .add_cte(*ctes)
     )
 
 
