@@ -32,7 +32,22 @@ TASK_CHECKS = {
 }
 
 
+# A timestamptz as the API writes it (pydantic's form): ISO 8601 in UTC with `Z`, microseconds
+# only when there are any. Task events are built with it, in the statement that changes the task.
+API_TIMESTAMP = """
+CREATE FUNCTION api_timestamp(moment timestamptz) RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+  SELECT to_char(moment AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+      || CASE WHEN mod(extract(microseconds FROM moment), 1000000) = 0 THEN ''
+              ELSE to_char(moment AT TIME ZONE 'UTC', '.US') END
+      || 'Z'
+$$
+"""
+
+
 def upgrade() -> None:
+    op.execute(API_TIMESTAMP)
     op.add_column("tasks", sa.Column("recurrence", sa.String(length=200), nullable=True))
     op.add_column("tasks", sa.Column("next_task_id", sa.BigInteger(), nullable=True))
     op.add_column("tasks", sa.Column("remind_at", sa.DateTime(timezone=True), nullable=True))
@@ -104,3 +119,4 @@ def downgrade() -> None:
     op.drop_column("tasks", "remind_at")
     op.drop_column("tasks", "next_task_id")
     op.drop_column("tasks", "recurrence")
+    op.execute("DROP FUNCTION api_timestamp(timestamptz)")

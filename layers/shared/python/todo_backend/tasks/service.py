@@ -134,26 +134,15 @@ def _task_or_raise(row: Any, task_id: int) -> TaskPublic:
 # --- task events (the outbox) ---------------------------------------------------------------------
 
 
-def _utc_text(value: Any) -> ColumnElement[str]:
-    """A timestamptz as the API writes it: ISO 8601 in UTC with `Z`, microseconds only when
-    there are any (pydantic's form). NULL stays NULL."""
-    utc = func.timezone(literal_column("'UTC'"), value)
-    seconds = func.to_char(utc, literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS'"))
-    microseconds = func.mod(func.extract("microseconds", value), literal_column("1000000"))
-    fraction = case(
-        (microseconds == literal_column("0"), literal_column("''")),
-        else_=func.to_char(utc, literal_column("'.US'")),
-    )
-    return seconds.concat(fraction).concat(literal_column("'Z'"))
-
-
 def task_json(columns: Any) -> ColumnElement[Any]:
-    """The task in `columns` (a table's or CTE's) as a jsonb object equal to the API's JSON."""
+    """The task in `columns` (a table's or CTE's) as a jsonb object equal to the API's JSON.
+    `api_timestamp` (migration 0004) writes a timestamptz as pydantic does: UTC, `Z`,
+    microseconds only when there are any."""
     pairs: list[ColumnElement[Any]] = []
     for name in TaskPublic.model_fields:
         value = columns[name]
         if isinstance(tasks.c[name].type, DateTime):
-            value = _utc_text(value)
+            value = func.api_timestamp(value)
         pairs += [literal_column(f"'{name}'"), value]
     return func.jsonb_build_object(*pairs)
 
@@ -173,7 +162,9 @@ def _rows_of(name: str, extra: tuple[str, ...] = ()) -> TableClause:
 @cache
 def _task_json_of(source: str) -> ColumnElement[Any]:
     """`task_json` of the rows of CTE `source`, as SQL text compiled once per container: built as
-    an expression on every change it would cost more Python time than the statement's SQL."""
+    an expression on every change it would cost more Python time than the statement's SQL.
+    (Keep it short, too: pg8000 rewrites the parameter style of every statement character by
+    character, in Python.)"""
     named = table(source, *(column(name) for name in TaskPublic.model_fields))
     compiled = task_json(named.c).compile(
         dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
