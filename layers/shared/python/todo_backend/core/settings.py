@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # The EventBridge bus that task events are relayed to; unset: they stay in the outbox.
     event_bus_name: str | None = Field(default=None, max_length=256)
 
+    @field_validator("event_bus_name", mode="before")
+    @classmethod
+    def _blank_bus_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -93,7 +98,6 @@ class Settings(BaseSettings):
         "better_auth_jwks_url",
         "co_api_url",
         "co_api_key",
-        "event_bus_name",
         mode="before",
     )
     @classmethod

@@ -232,59 +232,12 @@ class Task(SQLModel, table=True):
     completed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     created_at: datetime | None = set_by_database_now()
     updated_at: datetime | None = set_by_database_now()
-    idempotency_key: str | None = Field(default=None, sa_column=Column(String(IDEMPOTENCY_KEY_MAX)))
     recurrence: str | None = Field(default=None, sa_column=Column(String(RECURRENCE_MAX)))
     # The occurrence created when this one was completed (kept if that one is deleted).
     next_task_id: int | None = Field(default=None, sa_column=Column(BigInteger))
     remind_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     reminded_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-
-
-EVENT_DETAIL_TYPES = (
-    "Task Created",
-    "Task Updated",
-    "Task Completed",
-    "Task Deleted",
-    "Task Reminder Due",
-)
-
-
-class TaskEvent(SQLModel, table=True):
-    """The outbox: one row per task change, written by the statement that makes the change and
-    relayed to EventBridge afterwards (`relayed_at`), at least once."""
-
-    __tablename__ = "task_events"
-    __table_args__ = (
-        UniqueConstraint("event_id", name="uq_task_events_event_id"),
-        CheckConstraint(
-            "detail_type IN ({})".format(", ".join(f"'{kind}'" for kind in EVENT_DETAIL_TYPES)),
-            name="ck_task_events_detail_type",
-        ),
-        CheckConstraint("jsonb_typeof(task) = 'object'", name="ck_task_events_task"),
-        # What the relay reads: events not yet relayed, oldest first.
-        Index("ix_task_events_unrelayed", "id", postgresql_where=text("relayed_at IS NULL")),
-    )
-
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, Identity(always=False), primary_key=True)
-    )
-    event_id: uuid.UUID | None = Field(
-        default=None,
-        sa_column=Column(UUID(as_uuid=True), nullable=False, server_default=func.gen_random_uuid()),
-    )
-    user_id: str = Field(sa_column=Column(Text, nullable=False))
-    task_id: int = Field(sa_column=Column(BigInteger, nullable=False))
-    detail_type: str = Field(sa_column=Column(String(32), nullable=False))
-    occurred_at: datetime | None = set_by_database_now()
-    # The task as the API returns it (TaskPublic's JSON).
-    task: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    relayed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    # A relay run's lease on the event: another run skips it until then.
-    claimed_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    attempts: int = Field(
-        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
-    )
-    last_error: str | None = Field(default=None, sa_column=Column(String(200)))
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(IDEMPOTENCY_KEY_MAX)))
 
 
 # --- what clients send and receive ----------------------------------------------------------------
@@ -425,3 +378,52 @@ class TaskStats(SQLModel):
 class ReminderList(SQLModel):
     items: list[TaskPublic]
     total: int
+
+
+# --- the task event outbox --------------------------------------------------------------------
+
+EVENT_DETAIL_TYPES = (
+    "Task Created",
+    "Task Updated",
+    "Task Completed",
+    "Task Deleted",
+    "Task Reminder Due",
+)
+
+
+class TaskEvent(SQLModel, table=True):
+    """The outbox: one row per task change, written by the statement that makes the change and
+    relayed to EventBridge afterwards (`relayed_at`), at least once."""
+
+    __tablename__ = "task_events"
+    __table_args__ = (
+        UniqueConstraint("event_id", name="uq_task_events_event_id"),
+        CheckConstraint(
+            "detail_type IN ({})".format(", ".join(f"'{kind}'" for kind in EVENT_DETAIL_TYPES)),
+            name="ck_task_events_detail_type",
+        ),
+        CheckConstraint("jsonb_typeof(task) = 'object'", name="ck_task_events_task"),
+        # What the relay reads: events not yet relayed, oldest first.
+        Index("ix_task_events_unrelayed", "id", postgresql_where=text("relayed_at IS NULL")),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(always=False), primary_key=True)
+    )
+    event_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(UUID(as_uuid=True), nullable=False, server_default=func.gen_random_uuid()),
+    )
+    user_id: str = Field(sa_column=Column(Text, nullable=False))
+    task_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    detail_type: str = Field(sa_column=Column(String(32), nullable=False))
+    occurred_at: datetime | None = set_by_database_now()
+    # The task as the API returns it (TaskPublic's JSON).
+    task: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    relayed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # A relay run's lease on the event: another run skips it until then.
+    claimed_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    attempts: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
+    last_error: str | None = Field(default=None, sa_column=Column(String(200)))

@@ -50,8 +50,9 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import TableClause
 
+from todo_backend.core import errors
 from todo_backend.core.db import Database
-from todo_backend.core.errors import DomainError, NotFoundError
+from todo_backend.core.errors import NotFoundError
 from todo_backend.core.observability import count
 from todo_backend.tasks.models import (
     PriorityCounts,
@@ -89,7 +90,7 @@ class TaskNotFoundError(NotFoundError):
         self.task_id = task_id
 
 
-class TaskRuleError(DomainError):
+class TaskRuleError(errors.DomainError):
     """A change the task's other fields do not allow (422, in FastAPI's validation shape)."""
 
     status_code = 422
@@ -100,7 +101,7 @@ class TaskRuleError(DomainError):
         self.detail = [{"type": "value_error", "loc": ["body", field], "msg": message}]  # type: ignore[assignment]
 
 
-class TaskConflictError(DomainError):
+class TaskConflictError(errors.DomainError):
     status_code = 409
 
 
@@ -395,15 +396,14 @@ def create_task(
     The unique (user_id, idempotency_key) constraint settles concurrent retries: ON CONFLICT DO
     UPDATE waits for the winner and returns its row, in the same single statement.
     """
-    values = data.model_dump()
-    values["completed_at"] = func.now() if data.completed else None
     following = None
     if data.completed and data.recurrence is not None and data.due_date is not None:
         # Created already completed: its next occurrence comes with it (the moment of
         # completion is this container's clock, the only time known before the statement).
         following = next_occurrence(data.recurrence, data.due_date, datetime.now(UTC))
-        if following is not None:
-            values["next_task_id"] = _new_task_id()
+    next_task = {"next_task_id": _new_task_id()} if following is not None else {}
+    values = data.model_dump() | next_task
+    values["completed_at"] = func.now() if data.completed else None
     statement = insert(tasks).values(user_id=user_id, idempotency_key=idempotency_key, **values)
     if idempotency_key is not None:
         statement = statement.on_conflict_do_update(
