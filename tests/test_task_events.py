@@ -119,7 +119,9 @@ def test_every_change_writes_exactly_one_event_carrying_the_task_as_returned(
     ).json()
     path = f"/api/tasks/{created['id']}"
     returned = [created]
-    returned.append(tasks_api.patch(path, json={"priority": "high"}, headers=user.headers).json())
+    edit = {"priority": "high", "due_date": "2026-12-02T10:00:00Z", "remind_at": "2026-12-02"}
+    returned.append(tasks_api.patch(path, json=edit, headers=user.headers).json())
+    assert returned[-1]["due_date"] == "2026-12-02T10:00:00Z"  # no fraction: none in the event
     returned.append(
         tasks_api.put(path, json={"title": "Pay the rent"}, headers=user.headers).json()
     )
