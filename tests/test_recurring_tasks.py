@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from tests.support.chat import fake_cohere_fixture  # noqa: F401
 from todo_backend.tasks.tools import ToolContext, execute_tool
 
 WEEKLY = {
@@ -402,3 +403,58 @@ def test_eight_concurrent_completions_create_exactly_one_next_occurrence(
     assert counts["Task Completed"] + counts.get("Task Updated", 0) == 8
     if how != "toggle":
         assert counts["Task Completed"] == 1
+
+
+# --- through the chat endpoint -------------------------------------------------------------
+
+
+def test_every_monday_through_chat_creates_one_next_occurrence(
+    chat_api, tasks_api, fake_cohere, user
+):
+    from tests.fakes.cohere_server import text_reply, tool_calls_reply
+
+    # Given a model that, asked for "every Monday, remind me an hour before", adds the task as the
+    # system prompt tells it to, then completes it
+    fake_cohere.script(
+        tool_calls_reply(
+            (
+                "add_task",
+                {
+                    "title": "Team sync",
+                    "due_date": "2026-11-23T09:00:00Z",
+                    "recurrence": "FREQ=WEEKLY;BYDAY=MO",
+                    "remind_at": "2026-11-23T08:00:00Z",
+                },
+            )
+        ),
+        text_reply("Added 'Team sync' every Monday at 09:00 UTC, reminding you at 08:00."),
+    )
+    first = chat_api.post(
+        f"/api/{user.id}/chat",
+        json={"message": "Team sync every Monday at 9, remind me an hour before"},
+        headers=user.headers,
+    )
+    assert first.status_code == 200, first.text
+    added = first.json()["tool_calls"][0]["result"]
+    assert added["recurrence"] == "FREQ=WEEKLY;BYDAY=MO"
+    system = fake_cohere.requests[0].json["messages"][0]["content"]
+    assert "FREQ=WEEKLY;BYDAY=MO" in system and "remind_at" in system
+
+    # When the user says it is done
+    fake_cohere.script(
+        tool_calls_reply(("complete_task", {"task_id": added["task_id"]})),
+        text_reply("Done; the next one is on the calendar."),
+    )
+    done = chat_api.post(
+        f"/api/{user.id}/chat",
+        json={"message": "Team sync is done", "conversation_id": first.json()["conversation_id"]},
+        headers=user.headers,
+    )
+
+    # Then exactly one next occurrence exists, on the right Monday, an hour's reminder before it
+    assert done.status_code == 200, done.text
+    result = done.json()["tool_calls"][0]["result"]
+    assert result["status"] == "completed" and result["next_task_id"] is not None
+    completed = tasks_api.get(f"/api/tasks/{added['task_id']}", headers=user.headers).json()
+    following = assert_one_next_occurrence(tasks_api, user, completed)
+    assert following["id"] == result["next_task_id"]
