@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
     ConfigDict,
     StringConstraints,
@@ -256,7 +257,8 @@ class TaskCompletion(StrictModel):
     completed: bool | None = None
 
 
-class TaskPublic(SQLModel):
+# Responses are plain pydantic models: SQLModel's validation costs ~4x as much per object.
+class TaskPublic(BaseModel):
     id: int
     title: str
     description: str | None
@@ -269,7 +271,7 @@ class TaskPublic(SQLModel):
     updated_at: UtcDateTime
 
 
-class TaskPage(SQLModel):
+class TaskPage(BaseModel):
     items: list[TaskPublic]
     total: int
     limit: int
