@@ -19,6 +19,7 @@ from todo_backend.core.api import (
     user_router,
 )
 from todo_backend.core.observability import instrumented
+from todo_backend.core.snapstart import register as register_snapstart
 from todo_backend.tasks import service as tasks
 from todo_backend.tasks.models import (
     IdempotencyKey,
@@ -29,6 +30,7 @@ from todo_backend.tasks.models import (
     TaskPublic,
     TaskUpdate,
 )
+from todo_backend.tasks.warmup import warm_task_routes
 
 app = create_app("Todo tasks API", "Create, list, update and delete your tasks.")
 
@@ -109,3 +111,4 @@ async def delete_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> No
 include_user_routes(app, router)
 
 handler = instrumented(Mangum(app, lifespan="off"))
+register_snapstart(app, warm_task_routes)
