@@ -3,14 +3,15 @@ tests/test_snapstart.py and benchmarks/bench.py):
 
     python tests/support/snapstart_probe.py < request.json
 
-stdin: {"module": ..., "events": [payload 2.0 events], "result_path": ...}. The function module is
-imported (init), the runtime's before-snapshot hooks run in reverse order of registration as
-Lambda runs them, then the sockets still open are listed (what the snapshot would hold), the
-after-restore hooks run in order, and the events are sent to `module.handler`. stdout belongs to
-the function (its logs and EMF metrics); the result goes to result_path as JSON.
+stdin: {"module": ..., "events": [payload 2.0 events], "result_path": ..., "hooks": true}. The
+function module is imported (init), the runtime's before-snapshot hooks run in reverse order of
+registration as Lambda runs them, then the sockets still open are listed (what the snapshot would
+hold), the after-restore hooks run in order, and the events are sent to `module.handler`. With
+"hooks": false it is a plain cold start. stdout belongs to the function (its logs and EMF
+metrics); the result goes to result_path as JSON. Standard library only until the import, so
+that it can run with `python -S` and only a build output on PYTHONPATH.
 """
 
-import asyncio
 import importlib
 import json
 import os
@@ -37,6 +38,8 @@ class LambdaContext:
 def open_sockets() -> list[str]:
     """Sockets of this process, but the event loop's own self-pipe (a socketpair that connects
     the process to itself, created when Mangum sets up its loop)."""
+    import asyncio
+
     loop = asyncio.get_event_loop_policy().get_event_loop()
     own = {
         sock.fileno()
@@ -56,23 +59,28 @@ def open_sockets() -> list[str]:
 
 def main() -> None:
     request = json.load(sys.stdin)
-    from snapshot_restore_py import get_after_restore, get_before_snapshot
-
+    hooks = request.get("hooks", True)
     started = time.process_time()
     module = importlib.import_module(request["module"])
     init_cpu = time.process_time() - started
 
+    before: list = []
+    after: list = []
+    if hooks:
+        from snapshot_restore_py import get_after_restore, get_before_snapshot
+
+        before, after = get_before_snapshot(), get_after_restore()
     started = time.process_time()
     warm_up = None
-    for function, args, kwargs in reversed(get_before_snapshot()):
+    for function, args, kwargs in reversed(before):
         outcome = function(*args, **kwargs)
         warm_up = getattr(outcome, "sent", warm_up)
     hooks_cpu = time.process_time() - started
-    sockets_at_snapshot = open_sockets()
+    sockets_at_snapshot = open_sockets() if hooks else []
     modules_at_snapshot = sorted(name for name in ("cohere", "httpx") if name in sys.modules)
 
     started = time.process_time()
-    for function, args, kwargs in get_after_restore():
+    for function, args, kwargs in after:
         function(*args, **kwargs)
     restore_cpu = time.process_time() - started
 
@@ -86,13 +94,16 @@ def main() -> None:
                 "body": response.get("body"),
                 "cpu_seconds": time.process_time() - cpu,
                 "wall_seconds": time.perf_counter() - wall,
+                # Since the process started (interpreter start-up included), and the epoch time.
+                "process_cpu_seconds": time.process_time(),
+                "answered_at": time.time(),
             }
         )
     result: dict[str, Any] = {
         "init_cpu_seconds": init_cpu,
         "hooks_cpu_seconds": hooks_cpu,
         "restore_cpu_seconds": restore_cpu,
-        "hooks_registered": [len(get_before_snapshot()), len(get_after_restore())],
+        "hooks_registered": [len(before), len(after)],
         "warm_up_requests": warm_up,
         "sockets_at_snapshot": sockets_at_snapshot,
         "modules_at_snapshot": modules_at_snapshot,
