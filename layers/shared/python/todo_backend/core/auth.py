@@ -1,6 +1,7 @@
 """JWT verification for tokens issued by Better Auth: the `sub` claim is the only identity."""
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from functools import cache
 
 import jwt
@@ -13,6 +14,9 @@ LEEWAY_SECONDS = 30
 JWKS_CACHE_SECONDS = 300
 JWKS_TIMEOUT_SECONDS = 5
 JWKS_REFETCH_COOLDOWN_SECONDS = 1
+# Tokens already verified, kept until they expire: a front end sends the same token with every
+# request, and verifying it (two base64/JSON parses and an HMAC) is a large part of a warm request.
+VERIFIED_TOKENS_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,10 @@ class TokenVerifier:
     jwks: jwt.PyJWKClient | None
     issuer: str | None
     audience: str | None
+    # token -> (subject, valid from, valid until), leeway included
+    verified: dict[str, tuple[str, float, float]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "TokenVerifier":
@@ -45,6 +53,20 @@ class TokenVerifier:
         )
 
     def verify(self, token: str) -> str:
+        known = self.verified.get(token)
+        if known is not None:
+            subject, valid_from, valid_until = known
+            if valid_from <= time.time() < valid_until:
+                return subject
+            del self.verified[token]
+        subject, valid_from, valid_until = self._verify(token)
+        if len(self.verified) >= VERIFIED_TOKENS_MAX:
+            del self.verified[next(iter(self.verified))]  # the oldest
+        self.verified[token] = (subject, valid_from, valid_until)
+        return subject
+
+    def _verify(self, token: str) -> tuple[str, float, float]:
+        """The subject, and the period in which the token is valid (leeway included)."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -73,7 +95,9 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise AuthenticationError("Invalid token")
-        return subject
+        not_before = claims.get("nbf")
+        valid_from = float(not_before) - LEEWAY_SECONDS if not_before is not None else 0.0
+        return subject, valid_from, float(claims["exp"]) + LEEWAY_SECONDS
 
     def _signing_key(self, token: str) -> object:
         assert self.jwks is not None
