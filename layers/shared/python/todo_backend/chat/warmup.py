@@ -7,8 +7,6 @@ conversation routes and the chat route's validation run for a synthetic user. No
 written: a real turn would store a conversation and spend tokens.
 """
 
-import json
-import uuid
 from typing import Any
 
 from todo_backend.core.settings import get_settings
@@ -17,6 +15,9 @@ from todo_backend.core.snapstart import WarmUpClient
 
 def _scripted_reply(request: Any) -> Any:
     """Cohere's v2 chat answer: a tool call first, then (once a tool result is sent) text."""
+    import json
+    import uuid
+
     import httpx
 
     messages = json.loads(request.content)["messages"]
@@ -97,6 +98,8 @@ def release_cohere() -> None:
 
 
 def warm_chat_routes(client: WarmUpClient) -> None:
+    import uuid
+
     base = f"/api/{client.user}"
     client.request("GET", f"{base}/conversations", authenticated=False)  # 401
     client.request("GET", f"{base}-other/conversations")  # 403

@@ -193,13 +193,16 @@ class Database:
 
     def fetch_all_sql(
         self, sql: str, parameters: tuple[Any, ...], *, idempotent: bool = False
-    ) -> Sequence[RowMapping]:
-        """Rows of a statement compiled beforehand (driver SQL, `%s` placeholders): no
-        per-request statement building, compiling or result-type processing."""
-        return self.run(
-            lambda connection: connection.exec_driver_sql(sql, parameters).mappings().all(),
-            idempotent=idempotent,
-        )
+    ) -> list[dict[str, Any]]:
+        """Rows, as dicts, of a statement compiled beforehand (driver SQL, `%s` placeholders):
+        no per-request statement building, compiling or result-type processing."""
+
+        def work(connection: Connection) -> list[dict[str, Any]]:
+            result = connection.exec_driver_sql(sql, parameters)
+            keys = tuple(result.keys())
+            return [dict(zip(keys, row, strict=True)) for row in result.all()]
+
+        return self.run(work, idempotent=idempotent)
 
     def fetch_one(self, statement: Executable, *, idempotent: bool = False) -> RowMapping | None:
         return self.run(

@@ -26,17 +26,13 @@ Outside Lambda (no `snapshot_restore_py`, e.g. in the built function tests) `reg
 nothing; `before_snapshot` and `after_restore` can also be called directly (tests, benchmarks).
 """
 
-import base64
-import gc
-import json
-import random
+# Only what `register` needs is imported here: the rest runs once, before the snapshot, and
+# must not add to a cold start without SnapStart.
 import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 from todo_backend.core.observability import logger, metrics
 
@@ -63,6 +59,8 @@ class WarmUpContext:
     log_stream_name = "snapstart-warm-up"
 
     def __init__(self) -> None:
+        import uuid
+
         self.aws_request_id = str(uuid.uuid4())
 
     def get_remaining_time_in_millis(self) -> int:
@@ -89,6 +87,11 @@ class WarmUpClient:
         authenticated: bool = True,
     ) -> tuple[int, Any]:
         """Status and decoded JSON body (None when empty); a 5xx raises `WarmUpError`."""
+        import base64
+        import json
+        import uuid
+        from urllib.parse import urlencode
+
         headers = {
             "host": "snapstart.invalid",
             "user-agent": "snapstart-warm-up",
@@ -155,6 +158,8 @@ def warm_up_token() -> str:
 def close_connections() -> None:
     """Close every socket this process holds open: the database pool and the AWS SDK clients
     Powertools Parameters kept after fetching the secrets."""
+    import gc
+
     from todo_backend.core.db import get_database
 
     if get_database.cache_info().currsize:
@@ -216,6 +221,8 @@ def before_snapshot(
 
 def after_restore(restore: Sequence[Hook] = ()) -> None:
     """Make a restored copy unique and current."""
+    import random
+
     from todo_backend.core.auth import get_token_verifier
 
     random.seed()  # from os.urandom: each restored copy draws its own numbers

@@ -2,8 +2,6 @@
 path forms, the common list shapes and the error paths, for a synthetic user. The tasks it
 creates it deletes again."""
 
-import uuid
-
 from todo_backend.core.snapstart import WarmUpClient
 
 LIST_QUERIES: tuple[dict[str, str], ...] = (
@@ -17,6 +15,8 @@ LARGEST_ID = 2**63 - 1
 
 
 def warm_task_routes(client: WarmUpClient) -> None:
+    import uuid
+
     client.request("GET", "/api/health", authenticated=False)
     client.request("GET", "/api/tasks", authenticated=False)  # 401
     client.request("GET", f"/api/{client.user}-other/tasks")  # 403
