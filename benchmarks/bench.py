@@ -380,10 +380,12 @@ def raw_connection(database_url: str) -> Any:
 
 def replayer(connection: Any, statements: list[tuple[str, Any]]) -> Callable[[], None]:
     """Sends the statements a request sent the way an application using pg8000 directly would:
-    DB-API `cursor.execute` + `fetchall` on the project's connection (one round trip each)."""
+    stock pg8000 DB-API cursor (`execute` + `fetchall`) over the project's one-round-trip
+    connection. (The project's own cursor caches the placeholder rewrite; this one is pg8000's.)"""
+    from pg8000.legacy import Cursor
 
     def replay() -> None:
-        cursor = connection.cursor()
+        cursor = Cursor(connection)
         for sql, params in statements:
             cursor.execute(sql, params)
             if cursor.description:
