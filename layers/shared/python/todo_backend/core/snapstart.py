@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from todo_backend.core.observability import logger, metrics
@@ -174,6 +175,11 @@ def close_connections() -> None:
     gc.collect()  # sockets of connections nothing refers to any more
 
 
+def _warm(client: WarmUpClient, warm_up: Callable[[WarmUpClient], None]) -> None:
+    client.token = warm_up_token()
+    warm_up(client)
+
+
 def before_snapshot(
     app: Any,
     warm_up: Callable[[WarmUpClient], None] | None,
@@ -188,18 +194,19 @@ def before_snapshot(
 
     started = time.perf_counter()
     client: WarmUpClient | None = None
+    steps: list[Callable[[], Any]] = [get_database, *prepare]
+    if warm_up is not None:
+        client = WarmUpClient(Mangum(app, lifespan="off"), token="")
+        steps.append(partial(_warm, client, warm_up))
     try:
-        get_database()  # the engine, and with it the TLS context
-        for hook in prepare:
-            hook()
-        if warm_up is not None:
-            client = WarmUpClient(Mangum(app, lifespan="off"), warm_up_token())
-            warm_up(client)
-    except Exception as error:
-        logger.warning(
-            "snapshot warm-up incomplete",
-            extra={"error": type(error).__name__, "detail": str(error)[:200]},
-        )
+        for step in steps:  # each step on its own: one failing does not skip the others
+            try:
+                step()
+            except Exception as error:  # logged: the snapshot is still taken
+                logger.warning(
+                    "snapshot warm-up incomplete",
+                    extra={"error": type(error).__name__, "detail": str(error)[:200]},
+                )
     finally:
         # Metrics the warm-up added (TasksCreated, ...) describe no user's request.
         metrics.clear_metrics()
