@@ -117,9 +117,10 @@ def _contains_text(column: Any, text: Any) -> ColumnElement[bool]:
 
 
 def _filters(user_id: Any, query: TaskListQuery) -> list[ColumnElement[bool]]:
-    """The list's WHERE conditions. Called with `_template(query)`, in which every value but the
-    enums and booleans is a bind parameter (see `_list_statement`): never compute with a value
-    here (no `f"%{query.q}%"`), compare a column with it."""
+    """The list's WHERE conditions. `_list_statement` calls it once per query shape, with a query
+    in which every value but the enums and booleans is a bind parameter: compare columns with the
+    values, never compute with them in Python here (no `f"%{query.q}%"`), or the first request's
+    value would be compiled into the statement for all the others."""
     conditions: list[ColumnElement[bool]] = [tasks.c.user_id == user_id]
     if query.status is TaskStatus.pending:
         conditions.append(not_(tasks.c.completed))
@@ -170,9 +171,7 @@ def _is_structural(value: Any) -> bool:
 
 
 def _shape(query: TaskListQuery) -> tuple[tuple[str, Any], ...]:
-    return tuple(
-        (name, value if _is_structural(value) else BOUND) for name, value in query.__iter__()
-    )
+    return tuple((name, value if _is_structural(value) else BOUND) for name, value in iter(query))
 
 
 @dataclass(frozen=True)
@@ -213,7 +212,8 @@ def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> Prepare
     for name in compiled.positiontup or ():
         if name in named:
             # Sent as given: a value that needs a bind processor would need it per request.
-            assert name not in processors, f"{name} needs a bind processor"
+            if name in processors:
+                raise TypeError(f"list parameter {name!r} needs a bind processor")
             parameters.append((name, None))
         else:
             value = compiled.params[name]
