@@ -32,6 +32,10 @@ TASK_FIELDS = {
     "completed_at",
     "created_at",
     "updated_at",
+    "recurrence",
+    "next_task_id",
+    "remind_at",
+    "reminded_at",
 }
 
 

@@ -20,9 +20,11 @@ from todo_backend.chat.models import (
     ConversationPage,
     MessagePage,
 )
+from todo_backend.chat.warmup import prepare_cohere, release_cohere, warm_chat_routes
 from todo_backend.core.api import DatabaseDep, ErrorBody, PathUser, create_app, errors
 from todo_backend.core.observability import instrumented
 from todo_backend.core.settings import get_settings
+from todo_backend.core.snapstart import register as register_snapstart
 from todo_backend.tasks.models import IdempotencyKey
 
 app = create_app("Todo assistant API", "Manage your tasks in plain language.")
@@ -88,3 +90,4 @@ async def delete_conversation(user: PathUser, db: DatabaseDep, conversation_id: 
 
 
 handler = instrumented(Mangum(app, lifespan="off"))
+register_snapstart(app, warm_chat_routes, prepare=[prepare_cohere], release=[release_cohere])

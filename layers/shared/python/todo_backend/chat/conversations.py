@@ -102,13 +102,18 @@ def conversation_items_sql(conversation: str, before: str | None = None) -> str:
 
 
 def recorded_result(name: str, kind: str | None, task: dict[str, Any]) -> dict[str, Any]:
-    """The result of a recorded task change, as the tool returned it, from the changed row."""
+    """The result of a recorded task change, as the tool returned it, from the changed row (as
+    `tasks.tools` builds it: keep the two alike). Used only when the turn's last statement, which
+    stores the results themselves, was lost."""
     from todo_backend.tasks.tools import _summary
 
     public = TaskPublic.model_validate(task)
     if name == "complete_task":
         status = "completed" if public.completed else "pending"
-        return {"task_id": public.id, "status": status, "title": public.title}
+        result = {"task_id": public.id, "status": status, "title": public.title}
+        if public.completed and public.next_task_id is not None:
+            result["next_task_id"] = public.next_task_id
+        return result
     if name == "delete_task" or kind == "deleted":
         return {"task_id": public.id, "status": "deleted", "title": public.title}
     return _summary(public, "created" if kind == "created" else "updated")

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # One pooled connection per warm Lambda container; the local server may ask for more.
     db_pool_size: int = Field(default=1, ge=1, le=20)
+    # The EventBridge bus that task events are relayed to; unset: they stay in the outbox.
+    event_bus_name: str | None = Field(default=None, max_length=256)
+
+    @field_validator("event_bus_name", mode="before")
+    @classmethod
+    def _blank_bus_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @classmethod
     def settings_customise_sources(
