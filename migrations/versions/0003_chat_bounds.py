@@ -60,7 +60,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("user_id", "idempotency_key", name="uq_chat_turns_user_key"),
     )
-    op.create_index("ix_chat_turns_conversation", "chat_turns", ["conversation_id"], unique=False)
+    op.create_index(
+        "ix_chat_turns_conversation_created",
+        "chat_turns",
+        ["conversation_id", "created_at"],
+        unique=False,
+    )
     op.create_table(
         "chat_tool_calls",
         sa.Column("turn_id", sa.UUID(), nullable=False),
@@ -102,7 +107,7 @@ def downgrade() -> None:
     )
     op.drop_column("messages", "turn_id")
     op.drop_table("chat_tool_calls")
-    op.drop_index("ix_chat_turns_conversation", table_name="chat_turns")
+    op.drop_index("ix_chat_turns_conversation_created", table_name="chat_turns")
     op.drop_table("chat_turns")
     op.drop_table("chat_usage")
     # ### end Alembic commands ###

@@ -71,20 +71,30 @@ def compact(sql: str) -> TextClause:
     return text(" ".join(sql.split()))
 
 
-def conversation_items_sql(conversation: str, before: str | None = None) -> str:
+def conversation_items_sql(
+    conversation: str, before: str | None = None, *, newest: bool = False
+) -> str:
     """The items of a conversation (`id, role, content, tool_calls, tool_plans, created_at`): its
     messages, plus, for each turn that recorded tool calls but stored no reply (its function died,
     or its last statement was lost), an assistant item with the recorded calls and `:note`.
-    With `before`, only items older than that moment."""
+    With `before`, only items older than that moment; with `newest`, only among the newest
+    `:history_rows` messages and turns (each read newest first along an index)."""
     messages_before = f"AND m.created_at < {before}" if before else ""
-    turns_before = f"AND t.created_at < {before}" if before else ""
+    turns_before = f"AND created_at < {before}" if before else ""
+    messages_newest = "ORDER BY m.created_at DESC, m.id DESC LIMIT :history_rows" if newest else ""
+    turns_newest = "ORDER BY created_at DESC LIMIT :history_rows" if newest else ""
     return f"""
-        SELECT m.id, m.role, m.content, m.tool_calls, m.tool_plans, m.created_at
-        FROM messages AS m
-        WHERE m.conversation_id = {conversation} {messages_before}
+        (SELECT m.id, m.role, m.content, m.tool_calls, m.tool_plans, m.created_at
+         FROM messages AS m
+         WHERE m.conversation_id = {conversation} {messages_before}
+         {messages_newest})
         UNION ALL
         SELECT t.id, 'assistant', CAST(:note AS text), r.calls, CAST(NULL AS jsonb), r.last_at
-        FROM chat_turns AS t
+        FROM (
+            SELECT id FROM chat_turns
+            WHERE conversation_id = {conversation} {turns_before}
+            {turns_newest}
+        ) AS t
         CROSS JOIN LATERAL (
             SELECT jsonb_agg(jsonb_build_object(
                        'id', c.call_id, 'name', c.name, 'arguments', c.arguments,
@@ -93,7 +103,7 @@ def conversation_items_sql(conversation: str, before: str | None = None) -> str:
                    max(c.created_at) AS last_at
             FROM chat_tool_calls AS c WHERE c.turn_id = t.id
         ) AS r
-        WHERE t.conversation_id = {conversation} {turns_before} AND r.calls IS NOT NULL
+        WHERE r.calls IS NOT NULL
           AND NOT EXISTS (
               SELECT 1 FROM messages AS reply
               WHERE reply.turn_id = t.id AND reply.role = 'assistant'

@@ -113,7 +113,7 @@ class ChatTurn(SQLModel, table=True):
             "status IN ('running', 'succeeded', 'failed')", name="ck_chat_turns_status"
         ),
         UniqueConstraint("user_id", "idempotency_key", name="uq_chat_turns_user_key"),
-        Index("ix_chat_turns_conversation", "conversation_id"),
+        Index("ix_chat_turns_conversation_created", "conversation_id", "created_at"),
     )
 
     id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))

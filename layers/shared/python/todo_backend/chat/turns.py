@@ -149,7 +149,9 @@ CLAIM = compact(
                     SELECT item.id, item.role, item.content, item.tool_plans, item.created_at,
                            CASE WHEN octet_length(item.tool_calls::text) <= :history_chars
                                 THEN item.tool_calls END AS tool_calls
-                    FROM ({conversation_items_sql("claimed.conversation_id", "claimed.created_at")})
+                    FROM ({
+        conversation_items_sql("claimed.conversation_id", "claimed.created_at", newest=True)
+    })
                          AS item
                     ORDER BY item.created_at DESC, item.id DESC
                     LIMIT :history_rows
