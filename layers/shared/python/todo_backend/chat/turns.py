@@ -24,6 +24,7 @@ from sqlalchemy import CTE, Executable, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.exc import IntegrityError
 
 from todo_backend.chat.conversations import (
     UNFINISHED_TURN_NOTE,
@@ -33,7 +34,7 @@ from todo_backend.chat.conversations import (
     title_from,
 )
 from todo_backend.chat.models import ChatToolCall, ChatUsagePublic
-from todo_backend.core.db import Database
+from todo_backend.core.db import Database, DatabaseUnavailableError
 from todo_backend.core.settings import Settings
 from todo_backend.tasks.service import ChangeKind
 
@@ -361,6 +362,10 @@ def usage(db: Database, settings: Settings, user_id: str) -> ChatUsagePublic:
     )
 
 
+class AlreadyRecordedError(DatabaseUnavailableError):
+    """The call's record exists already: an earlier attempt of the statement committed."""
+
+
 class WatchedDatabase(Database):
     """The turn's database, remembering the last failure of a statement (a tool turns failures
     into `{"error": ...}` results; the turn must still know that a reply was lost)."""
@@ -372,6 +377,13 @@ class WatchedDatabase(Database):
     def run[T](self, work: Callable[[Connection], T], *, idempotent: bool = False) -> T:
         try:
             return super().run(work, idempotent=idempotent)
+        except IntegrityError as error:
+            if "pk_chat_tool_calls" not in str(error.orig):
+                self.failure = error
+                raise
+            # Expected when a statement runs again after a lost reply: not a tool failure.
+            self.failure = AlreadyRecordedError("the tool call is recorded already")
+            raise self.failure from error
         except Exception as error:
             self.failure = error
             raise
