@@ -5,9 +5,7 @@ listings, deeply nested arguments; plus the Idempotency-Key, the daily quotas an
 Heavy scenarios run through the Lambda handler only; the others through both clients.
 """
 
-import asyncio
 import json
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -22,6 +20,7 @@ from tests.support.chat import (
     chat_ok,
     clear_settings_and_client,
     fake_cohere_fixture,  # noqa: F401
+    in_thread,
     stored_messages,
     task_rows,
     tool_results,
@@ -308,31 +307,12 @@ def test_a_repeat_with_the_same_key_returns_the_first_response_without_the_model
     assert keyed(chat_api, user, "Add once", "k" * 256).status_code == 422
 
 
-def _in_thread(action: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            outcome["value"] = action()
-        except BaseException as error:  # reported by the test
-            outcome["error"] = error
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, outcome
-
-
 def test_a_repeat_while_the_first_runs_is_409(lambda_chat, fake_cohere, monkeypatch):
     # Given a turn whose model takes a second to answer, and room for two connections
     settings(monkeypatch, DB_POOL_SIZE="2")
     user = ChatUser()
     fake_cohere.script(slow_reply(1.0, then=text_reply("Slow answer.")))
-    thread, outcome = _in_thread(lambda: keyed(lambda_chat, user, "Hello", "key-slow"))
+    thread, outcome = in_thread(lambda: keyed(lambda_chat, user, "Hello", "key-slow"))
     deadline = time.monotonic() + 5
     while not fake_cohere.requests and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -428,7 +408,7 @@ def test_concurrent_turns_never_exceed_the_quota(lambda_chat, fake_cohere, monke
     settings(monkeypatch, CHAT_DAILY_TURNS="3", DB_POOL_SIZE="6")
     user = ChatUser()
     fake_cohere.script(*[text_reply("Hi.") for _ in range(6)])
-    started = [_in_thread(lambda n=n: chat(lambda_chat, user, f"Hi {n}")) for n in range(6)]
+    started = [in_thread(lambda n=n: chat(lambda_chat, user, f"Hi {n}")) for n in range(6)]
     for thread, _ in started:
         thread.join()
 

@@ -8,6 +8,7 @@ out) or twice (the function gives up). Then, through the Lambda handler:
 - the same request with the same Idempotency-Key finishes the turn without repeating a change.
 """
 
+import time
 import uuid
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.support.chat import (
     ChatUser,
     clear_cohere_client,
     fake_cohere_fixture,  # noqa: F401
+    in_thread,
     tool_results,
 )
 from tests.support.lambda_events import LambdaClient
@@ -312,3 +314,59 @@ def test_a_retry_whose_claim_is_lost_once_still_resumes_the_turn(
     assert retry.json()["response"] == "Added."
     assert [call["result"]["title"] for call in retry.json()["tool_calls"]] == ["Once"]
     assert assert_every_change_once(lambda_chat, direct_db, user) == ["Once"]
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "status"),
+    [
+        ("complete_task", {}, "completed"),
+        ("delete_task", {}, "deleted"),
+        ("update_task", {"title": "Renamed"}, "updated"),
+    ],
+)
+def test_a_change_still_running_when_its_connection_broke_is_done_once(
+    direct_db, lambda_chat, proxy, fake_cohere, tool, arguments, status
+):
+    # Given a task, locked by another transaction so that a change to it waits
+    from todo_backend.tasks.models import TaskCreate
+    from todo_backend.tasks.service import create_task
+
+    user = ChatUser()
+    task, _ = create_task(direct_db, user.id, TaskCreate(title="Existing"))
+    fake_cohere.script(
+        tool_calls_reply((tool, {"task_id": task.id, **arguments}, "change_call_00002")),
+        text_reply("Done."),
+    )
+    locker = direct_db.engine.connect().execution_options(isolation_level="READ COMMITTED")
+    lock = locker.begin()
+    locker.execute(text("SELECT id FROM tasks WHERE id = :id FOR UPDATE").bindparams(id=task.id))
+    # ... and the tool's connection cut while its statement waits on the server
+    proxy.fail(TOOL, when="during")
+
+    # When the user chats, and the lock is released once the function has run the statement again
+    thread, outcome = in_thread(lambda: post(lambda_chat, user, "Change it", f"key-{uuid.uuid4()}"))
+    deadline = time.monotonic() + 2
+    while proxy.count(TOOL) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    lock.commit()
+    locker.close()
+    thread.join()
+
+    # Then the first attempt's change is reported done (the second found it recorded)
+    assert proxy.count(TOOL) == 2
+    response = outcome["value"]
+    assert response.status_code == 200, response.text
+    sent = tool_results(fake_cohere.requests[1])["change_call_00002"]
+    assert "error" not in sent, sent
+    assert (sent["status"], sent["task_id"]) == (status, task.id)
+    # And it is recorded and shown once
+    records = direct_db.fetch_all(
+        text(
+            "SELECT c.result FROM chat_tool_calls c JOIN chat_turns t ON t.id = c.turn_id "
+            "WHERE t.user_id = :u"
+        ).bindparams(u=user.id)
+    )
+    assert [record["result"] for record in records] == [sent]
+    rows = tasks_of(direct_db, user)
+    assert rows == [] if tool == "delete_task" else [{"id": task.id, "title": sent["title"]}]

@@ -8,8 +8,10 @@ Import the fixture explicitly in a test module (it is registered under the name 
     from tests.support.chat import fake_cohere_fixture  # noqa: F401
 """
 
+import asyncio
 import importlib
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -218,3 +220,24 @@ def seed_turn(
         output_tokens=0,
     )
     return claim.conversation_id
+
+
+def in_thread(action: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run `action` (e.g. a request through the Lambda handler) in a thread of its own; the
+    outcome dict gets "value" or "error". Mangum asks asyncio for the thread's event loop."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            outcome["value"] = action()
+        except BaseException as error:  # reported by the test
+            outcome["error"] = error
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome

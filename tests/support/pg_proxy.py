@@ -13,6 +13,8 @@ message (simple protocol). It forwards to TCP or, for `?host=/dir` URLs, to a Un
 - `when="before"`: the statement never reaches the server; the connection is cut.
 - `when="after"`: the server runs it (and, in autocommit, commits it); the reply is withheld
   and the connection cut once the server said it is ready for the next query.
+- `when="during"`: the statement reaches the server and the client's connection is cut at once,
+  while the server may still be running it (it finishes, and commits, on its own).
 
 Each rule fires `times` times (default once), on the next statements whose text contains
 `match`, after letting `skip` of them through. `statements` lists every statement's text.
@@ -109,8 +111,8 @@ class PgProxy:
 
     def fail(self, match: str, *, when: str = "after", times: int = 1, skip: int = 0) -> Rule:
         """Lose the next `times` statements containing `match`, after letting `skip` through."""
-        if when not in {"before", "after"}:
-            raise ValueError("when is 'before' or 'after'")
+        if when not in {"before", "during", "after"}:
+            raise ValueError("when is 'before', 'during' or 'after'")
         rule = Rule(match=match, when=when, times=times, skip=skip)
         with self._lock:
             self._rules.append(rule)
@@ -176,10 +178,14 @@ class PgProxy:
         started = False  # the startup message (no type byte) has gone through
         # "after" rule in progress: the server's replies are withheld until ReadyForQuery.
         withholding = False
+        # "during" rule in progress: the client is cut once its statement (up to Sync) is sent.
+        cutting = False
+        client_gone = False
         try:
             while not self._stopping.is_set():
-                readable, _, _ = select.select([client, server], [], [], 0.2)
-                if client in readable:
+                watched = [server] if client_gone else [client, server]
+                readable, _, _ = select.select(watched, [], [], 0.2)
+                if client in readable and not client_gone:
                     data = client.recv(65536)
                     if not data:
                         return
@@ -215,7 +221,13 @@ class PgProxy:
                                 return  # lost on the way: nothing of it reaches the server
                             if rule is not None:
                                 withholding = True
+                                cutting = rule.when == "during"
                         server.sendall(message)
+                        if cutting and kind == b"S":
+                            # The server runs it on; the client sees its connection drop now.
+                            _close(client)
+                            client_gone = True
+                            break
                 if server in readable:
                     data = server.recv(65536)
                     if not data:
