@@ -2,6 +2,7 @@
 # Creates .venv (Python 3.12, as on Lambda) and installs requirements.txt when it changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/progress.sh
 
 find_python() {
   if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
@@ -18,18 +19,20 @@ find_python() {
 
 if [ ! -x .venv/bin/python ]; then
   python=$(find_python)
-  echo "==> creating .venv"
+  echo "==> creating .venv" >&2
   if [ "$python" = "pyenv" ]; then
     PYENV_VERSION=3.12.1 python3.12 -m venv .venv
   else
     "$python" -m venv .venv
   fi
-  .venv/bin/python -m pip install --quiet --upgrade pip
+  with_progress "upgrading pip" .local/logs/pip-upgrade.log \
+    .venv/bin/python -m pip install --upgrade pip
 fi
 
 digest=$(cat requirements.txt layers/shared/requirements.txt functions/*/requirements.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv/.requirements-digest 2>/dev/null)" != "$digest" ]; then
-  echo "==> installing requirements (first run takes a minute)"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  with_progress "installing requirements.txt into .venv (about 2 minutes the first time)" \
+    .local/logs/pip-install.log \
+    .venv/bin/python -m pip install --disable-pip-version-check -r requirements.txt
   echo "$digest" > .venv/.requirements-digest
 fi
