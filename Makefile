@@ -7,7 +7,7 @@ PORT ?= 8000
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-dev:  ## run every function at http://127.0.0.1:$(PORT) (PORT=8000) on an embedded PostgreSQL
+dev:  ## run every function at http://127.0.0.1:8000 (or PORT=...) on an embedded PostgreSQL
 	PORT=$(PORT) scripts/dev.sh
 
 test:  ## the whole test suite (lint + pytest against real PostgreSQL)
@@ -17,7 +17,7 @@ token:  ## mint a development token: make token USER=alice
 	@scripts/bootstrap.sh
 	@.venv/bin/python -m scripts.dev_token "$(or $(USER_ID),$(USER))"
 
-migrate:  ## apply migrations to $$DATABASE_URL (use the direct, non-pooler URL)
+migrate:  ## apply migrations to DATABASE_URL (use the direct, non-pooler URL)
 	scripts/bootstrap.sh
 	.venv/bin/alembic upgrade head
 
