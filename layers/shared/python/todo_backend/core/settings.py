@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, AwsSecretsSource(settings_cls))
+        return (init_settings, AwsSecretsSource(settings_cls), env_settings)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
