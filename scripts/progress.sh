@@ -16,7 +16,8 @@ with_progress() {
       kill -0 "$pid" 2>/dev/null || break
     done
     if kill -0 "$pid" 2>/dev/null; then
-      echo "    ... still working, $((SECONDS - started)) s" >&2
+      last=$(tail -n 1 "$log" 2>/dev/null | tr -d '\r' | cut -c1-72 || true)
+      echo "    ... $((SECONDS - started)) s${last:+: $last}" >&2
     fi
   done
   wait "$pid" || status=$?
