@@ -304,8 +304,41 @@ class Build:
         return self.directory / "SharedLayer" / "python"
 
 
+def _run_with_progress(
+    config: pytest.Config, label: str, command: list[str], timeout: float, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """subprocess.run, printing `label: N s` past pytest's capture every 10 s while it runs
+    (nothing under xdist, whose workers have no terminal)."""
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    capture = config.pluginmanager.getplugin("capturemanager")
+
+    def say(line: str) -> None:
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"    ... {line}")
+
+    started = time.monotonic()
+    say(f"{label}: started")
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options
+    ) as process:
+        while True:
+            try:
+                stdout, stderr = process.communicate(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() - started > timeout:
+                    process.kill()
+                    raise
+                say(f"{label}: {time.monotonic() - started:.0f} s")
+    say(f"{label}: done in {time.monotonic() - started:.0f} s")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 @pytest.fixture(scope="session")
-def sam_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
+def sam_build(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Build]:
     """`scripts/sam_build.sh <this machine's architecture>` into a temporary directory, once."""
     if not _build_python_available():
         pytest.skip(PYTHON_312_MISSING)
@@ -316,7 +349,9 @@ def sam_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
     architecture = _machine_architecture()
     directory = tmp_path_factory.mktemp("sam") / "build"
     started = time.monotonic()
-    result = subprocess.run(
+    result = _run_with_progress(
+        pytestconfig,
+        f"sam build ({architecture}, about a minute)",
         [
             "bash",
             str(ROOT / "scripts" / "sam_build.sh"),
@@ -324,10 +359,8 @@ def sam_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
             "--build-dir",
             str(directory),
         ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=1500,
+        cwd=ROOT,
         env=_sam_env(),
     )
     seconds = time.monotonic() - started
