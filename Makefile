@@ -1,5 +1,5 @@
 .DEFAULT_GOAL := help
-.PHONY: help dev test token migrate lint format openapi sam-local bench build
+.PHONY: help dev test token migrate lint format openapi sam-local bench build lock
 
 # Settings passed on the command line or from the environment: make dev PORT=8001
 PORT ?= 8000
@@ -14,7 +14,7 @@ test:  ## the whole test suite (lint + pytest against real PostgreSQL)
 	scripts/test.sh
 
 token:  ## mint a development token: make token USER=alice
-	@scripts/bootstrap.sh
+	@scripts/bootstrap.sh >&2
 	@.venv/bin/python -m scripts.dev_token "$(or $(USER_ID),$(USER))"
 
 migrate:  ## apply migrations to DATABASE_URL (use the direct, non-pooler URL)
@@ -39,3 +39,7 @@ sam-local:  ## the functions in Lambda containers: sam local start-api against t
 bench:  ## benchmark table: cold start, warm latency, SQL round trips, sizes (not part of tests)
 	scripts/bootstrap.sh
 	PYTHONPATH=.:layers/shared/python .venv/bin/python -m benchmarks.bench $(ARGS)
+
+lock:  ## refresh every lock file from the requirements files (ARGS=--upgrade for newer versions)
+	scripts/bootstrap.sh
+	.venv/bin/python scripts/lock.py $(ARGS)

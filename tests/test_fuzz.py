@@ -90,6 +90,12 @@ UNDOCUMENTED_CONTRACT: dict[str, frozenset[int]] = {
     "GET /api/{user_id}/conversations/{conversation_id}/messages": frozenset({404}),
     "DELETE /api/{user_id}/conversations/{conversation_id}": frozenset({404}),
 }
+# Every task route is also served as /api/{user_id}/tasks... (403 is documented there).
+UNDOCUMENTED_CONTRACT |= {
+    label.replace(" /api/tasks", " /api/{user_id}/tasks"): codes
+    for label, codes in UNDOCUMENTED_CONTRACT.items()
+    if " /api/tasks" in label
+}
 # FastAPI answers 400 "There was an error parsing the body" for a body that is not UTF-8 JSON.
 BODY_PARSE_ERROR = {"detail": "There was an error parsing the body"}
 

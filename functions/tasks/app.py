@@ -6,10 +6,18 @@ at a time, so FastAPI's worker-thread hop for sync routes would be pure per-requ
 
 from typing import Annotated
 
-from fastapi import Body, Header, Path, Query, Response, status
+from fastapi import Body, Header, Path, Query, Request, Response, status
 from mangum import Mangum
 
-from todo_backend.core.api import CurrentUser, DatabaseDep, create_app, errors
+from todo_backend.core.api import (
+    CurrentUser,
+    DatabaseDep,
+    create_app,
+    errors,
+    include_user_routes,
+    location_of,
+    user_router,
+)
 from todo_backend.core.observability import instrumented
 from todo_backend.tasks import service as tasks
 from todo_backend.tasks.models import (
@@ -24,6 +32,8 @@ from todo_backend.tasks.models import (
 
 app = create_app("Todo tasks API", "Create, list, update and delete your tasks.")
 
+router = user_router()
+
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
@@ -32,15 +42,15 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@app.get("/api/tasks", responses=errors())
+@router.get("/tasks", responses=errors())
 async def list_tasks(
     user: CurrentUser, db: DatabaseDep, query: Annotated[TaskListQuery, Query()]
 ) -> TaskPage:
     return tasks.list_tasks(db, user, query)
 
 
-@app.post(
-    "/api/tasks",
+@router.post(
+    "/tasks",
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": TaskPublic, "description": "Repeat of an idempotent create"},
@@ -48,6 +58,7 @@ async def list_tasks(
     },
 )
 async def create_task(
+    request: Request,
     user: CurrentUser,
     db: DatabaseDep,
     body: TaskCreate,
@@ -55,32 +66,32 @@ async def create_task(
     idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
 ) -> TaskPublic:
     task, created = tasks.create_task(db, user, body, idempotency_key)
-    response.headers["Location"] = f"/api/tasks/{task.id}"
+    response.headers["Location"] = location_of(request, task.id)
     if not created:
         response.status_code = status.HTTP_200_OK
     return task
 
 
-@app.get("/api/tasks/{task_id}", responses=errors(404))
+@router.get("/tasks/{task_id}", responses=errors(404))
 async def get_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> TaskPublic:
     return tasks.get_task(db, user, task_id)
 
 
-@app.put("/api/tasks/{task_id}", responses=errors(404))
+@router.put("/tasks/{task_id}", responses=errors(404))
 async def replace_task(
     user: CurrentUser, db: DatabaseDep, task_id: TaskId, body: TaskCreate
 ) -> TaskPublic:
     return tasks.replace_task(db, user, task_id, body)
 
 
-@app.patch("/api/tasks/{task_id}", responses=errors(404))
+@router.patch("/tasks/{task_id}", responses=errors(404))
 async def update_task(
     user: CurrentUser, db: DatabaseDep, task_id: TaskId, body: TaskUpdate
 ) -> TaskPublic:
     return tasks.update_task(db, user, task_id, body)
 
 
-@app.patch("/api/tasks/{task_id}/complete", responses=errors(404))
+@router.patch("/tasks/{task_id}/complete", responses=errors(404))
 async def complete_task(
     user: CurrentUser,
     db: DatabaseDep,
@@ -90,9 +101,11 @@ async def complete_task(
     return tasks.set_completion(db, user, task_id, body.completed if body else None)
 
 
-@app.delete("/api/tasks/{task_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
+@router.delete("/tasks/{task_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 async def delete_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> None:
     tasks.delete_task(db, user, task_id)
 
+
+include_user_routes(app, router)
 
 handler = instrumented(Mangum(app, lifespan="off"))

@@ -20,7 +20,13 @@ from todo_backend.core.db import Database
 from todo_backend.core.errors import ServiceUnavailableError, UpstreamError
 from todo_backend.core.observability import count, logger, milliseconds
 from todo_backend.core.settings import Settings, get_settings
-from todo_backend.tasks.tools import TOOL_DEFINITIONS, TOOLS, execute_tool, parse_arguments
+from todo_backend.tasks.tools import (
+    TOOLS,
+    ToolContext,
+    cohere_tool_definitions,
+    execute_tool,
+    parse_arguments,
+)
 
 if TYPE_CHECKING:
     import cohere
@@ -156,7 +162,7 @@ class Turn:
         raw_arguments = encodable(call.raw_arguments)
         # JSON escapes can decode to a lone surrogate, which nothing downstream can encode.
         arguments = encodable(parse_arguments(call.raw_arguments))
-        result = execute_tool(self.db, self.user_id, call.name, arguments)
+        result = execute_tool(ToolContext(self.db, self.user_id), call.name, arguments)
         count("ToolCalls", tool=call.name if call.name in TOOLS else "unknown")
         logger.info("tool call", extra={"tool": call.name, "ok": "error" not in result})
         self.state.tool_calls.append(
@@ -184,7 +190,7 @@ class Turn:
                 response = get_cohere_client().chat(
                     model=self.settings.cohere_model,
                     messages=messages,  # type: ignore[arg-type]
-                    tools=TOOL_DEFINITIONS,  # type: ignore[arg-type]
+                    tools=cohere_tool_definitions(),  # type: ignore[arg-type]
                     request_options={"timeout": remaining, "max_retries": 0},
                 )
             except cohere.errors.TooManyRequestsError as error:

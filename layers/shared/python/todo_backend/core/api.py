@@ -3,7 +3,7 @@
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
@@ -99,7 +99,13 @@ class AuthenticatedRoute(APIRoute):
             return handle
 
         async def authenticated(request: Request) -> Response:
-            request.state.user = authenticate(request.headers.get("authorization"))
+            user = authenticate(request.headers.get("authorization"))
+            # A `{user_id}` path segment must be the token's own subject: checked here, before
+            # the body, so the answer is 403 whatever the body holds.
+            claimed = request.path_params.get("user_id")
+            if claimed is not None and claimed != user:
+                raise PermissionDeniedError("Not allowed to act for another user")
+            request.state.user = user
             return await handle(request)
 
         return authenticated
@@ -109,10 +115,32 @@ CurrentUser = Annotated[str, Depends(current_user)]
 
 
 async def path_user(user_id: Annotated[str, Path()], subject: CurrentUser) -> str:
-    """A `{user_id}` path segment must be the token's own subject."""
-    if user_id != subject:
-        raise PermissionDeniedError("Not allowed to act for another user")
+    """The user of a `/api/{user_id}/...` route: `AuthenticatedRoute` has already checked that
+    `{user_id}` is the token's subject (this declares the parameter and the dependency)."""
     return subject
+
+
+def user_router() -> APIRouter:
+    """A router for routes served both as `/api/...` and `/api/{user_id}/...`."""
+    return APIRouter(route_class=AuthenticatedRoute)
+
+
+def include_user_routes(app: FastAPI, router: APIRouter) -> None:
+    """Serve `router` under `/api` and, for the hackathon front ends, under `/api/{user_id}` too:
+    one declaration, and the path's user is checked once, as a dependency of the second mount."""
+    app.include_router(router, prefix="/api")
+    app.include_router(
+        router,
+        prefix="/api/{user_id}",
+        dependencies=[Depends(path_user)],
+        responses=errors(403),
+        generate_unique_id_function=lambda route: f"{route.name}_for_path_user",
+    )
+
+
+def location_of(request: Request, resource_id: object) -> str:
+    """A new resource's URL in the form of the request (`/api/tasks/7` or `/api/u/tasks/7`)."""
+    return f"{request.url.path.rstrip('/')}/{resource_id}"
 
 
 async def database() -> Database:

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     database_url: SecretStr = Field(min_length=1)
     better_auth_secret: SecretStr = Field(min_length=1)
     better_auth_jwks_url: HttpUrl | None = None
+    # The front end's origin, where Better Auth runs: the OAuth authorization server that MCP
+    # clients are sent to (GET /.well-known/oauth-protected-resource).
+    better_auth_url: HttpUrl | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
 
@@ -89,6 +92,7 @@ class Settings(BaseSettings):
         "jwt_issuer",
         "jwt_audience",
         "better_auth_jwks_url",
+        "better_auth_url",
         "co_api_url",
         "co_api_key",
         mode="before",

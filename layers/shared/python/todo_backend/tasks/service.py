@@ -2,12 +2,19 @@
 
 Ownership is part of each statement (`WHERE id = :id AND user_id = :user`), so another user's task
 behaves exactly like a missing one and no read-then-write race exists.
+
+Every change goes through `_change`: the data-modifying statement becomes a CTE (`changed`), and
+each `ChangeHook` adds an INSERT that reads from it (a task event, a chat record of the tool call).
+They commit together or not at all, in one statement and one round trip.
 """
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 from sqlalchemy import (
+    CTE,
     ColumnElement,
+    Executable,
     and_,
     case,
     delete,
@@ -21,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import RowMapping
 
 from todo_backend.core.db import Database
 from todo_backend.core.errors import NotFoundError
@@ -39,6 +47,11 @@ from todo_backend.tasks.models import (
 
 tasks = Task.__table__  # type: ignore[attr-defined]
 PUBLIC_COLUMNS = [tasks.c[name] for name in TaskPublic.model_fields]
+
+ChangeKind = Literal["created", "updated", "deleted"]
+# Given the `changed` CTE (every column of the changed task rows, as RETURNING gives them) and
+# what kind of change it was, an INSERT ... SELECT FROM changed to commit along with the change.
+ChangeHook = Callable[[CTE, ChangeKind], Executable]
 
 
 class TaskNotFoundError(NotFoundError):
@@ -66,6 +79,27 @@ def _task_or_raise(row: Any, task_id: int) -> TaskPublic:
     if row is None:
         raise TaskNotFoundError(task_id)
     return TaskPublic.model_validate(dict(row))
+
+
+def _change(
+    db: Database,
+    dml: Any,
+    kind: ChangeKind,
+    hooks: Sequence[ChangeHook] = (),
+    *,
+    extra: Sequence[ColumnElement[Any]] = (),
+    idempotent: bool = False,
+) -> RowMapping | None:
+    """Run an INSERT/UPDATE/DELETE on tasks with its hooks in one statement; the changed task's
+    public columns (plus `extra`), or None when no row changed."""
+    if not hooks:
+        return db.fetch_one(dml.returning(*PUBLIC_COLUMNS, *extra), idempotent=idempotent)
+    changed = dml.returning(*tasks.c, *extra).cte("changed")
+    names = [column.name for column in PUBLIC_COLUMNS] + [column.name for column in extra]
+    statement = select(*(changed.c[name] for name in names)).add_cte(
+        *(hook(changed, kind).cte(f"hook_{index}") for index, hook in enumerate(hooks))
+    )
+    return db.fetch_one(statement, idempotent=idempotent)
 
 
 def _escape_like(value: str) -> str:
@@ -147,7 +181,11 @@ def list_tasks(db: Database, user_id: str, query: TaskListQuery) -> TaskPage:
 
 
 def create_task(
-    db: Database, user_id: str, data: TaskCreate, idempotency_key: str | None = None
+    db: Database,
+    user_id: str,
+    data: TaskCreate,
+    idempotency_key: str | None = None,
+    hooks: Sequence[ChangeHook] = (),
 ) -> tuple[TaskPublic, bool]:
     """Insert a task; with an idempotency key a repeat returns the first task (created=False).
 
@@ -162,9 +200,15 @@ def create_task(
             constraint="uq_tasks_user_idempotency_key",
             set_={"idempotency_key": statement.excluded.idempotency_key},
         )
-    statement = statement.returning(*PUBLIC_COLUMNS, literal_column("xmax = 0").label("inserted"))
     # With a key, running it twice is harmless: the constraint returns the first row.
-    row = db.fetch_one(statement, idempotent=idempotency_key is not None)
+    row = _change(
+        db,
+        statement,
+        "created",
+        hooks,
+        extra=[literal_column("xmax = 0").label("inserted")],
+        idempotent=idempotency_key is not None,
+    )
     assert row is not None
     inserted = bool(row["inserted"])
     if inserted:
@@ -177,42 +221,63 @@ def get_task(db: Database, user_id: str, task_id: int) -> TaskPublic:
     return _task_or_raise(row, task_id)
 
 
-def _update(db: Database, user_id: str, task_id: int, values: dict[str, Any]) -> TaskPublic:
+def _update(
+    db: Database,
+    user_id: str,
+    task_id: int,
+    values: dict[str, Any],
+    hooks: Sequence[ChangeHook] = (),
+) -> TaskPublic:
     statement = (
-        update(tasks)
-        .where(_owned(user_id, task_id))
-        .values(**values, updated_at=func.now())
-        .returning(*PUBLIC_COLUMNS)
+        update(tasks).where(_owned(user_id, task_id)).values(**values, updated_at=func.now())
     )
-    return _task_or_raise(db.fetch_one(statement), task_id)
+    return _task_or_raise(_change(db, statement, "updated", hooks), task_id)
 
 
-def replace_task(db: Database, user_id: str, task_id: int, data: TaskCreate) -> TaskPublic:
+def replace_task(
+    db: Database,
+    user_id: str,
+    task_id: int,
+    data: TaskCreate,
+    hooks: Sequence[ChangeHook] = (),
+) -> TaskPublic:
     """PUT: every field takes the given value or its default."""
     values = data.model_dump()
     values.update(_completion_values(data.completed))
-    return _update(db, user_id, task_id, values)
+    return _update(db, user_id, task_id, values, hooks)
 
 
-def update_task(db: Database, user_id: str, task_id: int, data: TaskUpdate) -> TaskPublic:
+def update_task(
+    db: Database,
+    user_id: str,
+    task_id: int,
+    data: TaskUpdate,
+    hooks: Sequence[ChangeHook] = (),
+) -> TaskPublic:
     """PATCH: only the fields sent change."""
     values = data.model_dump(exclude_unset=True)
     if not values:
         return get_task(db, user_id, task_id)
     if "completed" in values:
         values.update(_completion_values(values["completed"]))
-    return _update(db, user_id, task_id, values)
+    return _update(db, user_id, task_id, values, hooks)
 
 
 def set_completion(
-    db: Database, user_id: str, task_id: int, completed: bool | None = None
+    db: Database,
+    user_id: str,
+    task_id: int,
+    completed: bool | None = None,
+    hooks: Sequence[ChangeHook] = (),
 ) -> TaskPublic:
     """Mark done or not done; `None` toggles."""
     target = not_(tasks.c.completed) if completed is None else completed
-    return _update(db, user_id, task_id, _completion_values(target))
+    return _update(db, user_id, task_id, _completion_values(target), hooks)
 
 
-def delete_task(db: Database, user_id: str, task_id: int) -> TaskPublic:
+def delete_task(
+    db: Database, user_id: str, task_id: int, hooks: Sequence[ChangeHook] = ()
+) -> TaskPublic:
     """Delete and return what was deleted."""
-    statement = delete(tasks).where(_owned(user_id, task_id)).returning(*PUBLIC_COLUMNS)
-    return _task_or_raise(db.fetch_one(statement), task_id)
+    statement = delete(tasks).where(_owned(user_id, task_id))
+    return _task_or_raise(_change(db, statement, "deleted", hooks), task_id)

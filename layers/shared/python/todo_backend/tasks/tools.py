@@ -1,14 +1,17 @@
-"""The five tools the model may call: their Cohere v2 definitions and their execution.
+"""The task tools, defined once and served to both the chat model (Cohere v2) and MCP clients.
 
-Each tool is a thin wrapper over the task service and acts for the authenticated user only: no
-tool takes a user id. A failure is returned to the model as `{"error": ...}`, never raised.
+A `Tool` is a name, a description, a pydantic model of its arguments (the JSON schema is derived
+from it) and the function that runs it. Each acts for `ToolContext.user_id`, the token's subject:
+no tool takes a user id. A failure is returned as `{"error": ...}`, never raised.
 """
 
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
 from todo_backend.core.db import Database, DatabaseUnavailableError
 from todo_backend.core.errors import NotFoundError
@@ -29,109 +32,66 @@ from todo_backend.tasks.models import (
     TaskUpdate,
     Title,
 )
+from todo_backend.tasks.service import ChangeHook
 
 LIST_LIMIT_MAX = 50
-_PRIORITY = {"type": "string", "enum": [p.value for p in Priority]}
-_DUE_DATE = {
-    "type": "string",
-    "description": "ISO 8601 date or date-time; without an offset it is UTC.",
-}
-_TAGS = {"type": "array", "items": {"type": "string"}, "description": "Short labels, at most 10."}
-_TASK_ID = {"type": "integer", "description": "The id of the task, as list_tasks returns it."}
+DUE_DATE_HELP = "ISO 8601 date or date-time; without an offset it is UTC."
+TAGS_HELP = "Short labels, at most 10."
+TASK_ID_HELP = "The id of the task, as list_tasks returns it."
+# A bare date is accepted too, which JSON schema's "date-time" format would deny.
+ToolDueDate = Annotated[DueDate, WithJsonSchema({"type": "string", "description": DUE_DATE_HELP})]
 
 
-def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {"type": "object", "properties": properties, "required": required},
-        },
-    }
+@dataclass(frozen=True)
+class ToolContext:
+    """Who a tool acts for, and what must commit with each task change it makes."""
+
+    db: Database
+    user_id: str
+    hooks: Sequence[ChangeHook] = field(default_factory=tuple)
 
 
-TOOL_DEFINITIONS: list[dict[str, Any]] = [
-    _tool(
-        "add_task",
-        "Create a task for the user.",
-        {
-            "title": {"type": "string", "description": "What to do, 1-200 characters."},
-            "description": {"type": "string", "description": "Optional details."},
-            "priority": _PRIORITY,
-            "due_date": _DUE_DATE,
-            "tags": _TAGS,
-        },
-        ["title"],
-    ),
-    _tool(
-        "list_tasks",
-        "List the user's tasks, newest first, with optional filters. Use it to find a task's id.",
-        {
-            "status": {"type": "string", "enum": [s.value for s in TaskStatus]},
-            "priority": _PRIORITY,
-            "tag": {"type": "string"},
-            "q": {"type": "string", "description": "Text to look for in title or description."},
-            "overdue": {"type": "boolean", "description": "Only tasks past due and not done."},
-            "limit": {"type": "integer", "description": f"At most {LIST_LIMIT_MAX} (default 20)."},
-        },
-        [],
-    ),
-    _tool(
-        "complete_task",
-        "Mark a task as completed, or as pending again with completed=false.",
-        {"task_id": _TASK_ID, "completed": {"type": "boolean", "description": "Default true."}},
-        ["task_id"],
-    ),
-    _tool("delete_task", "Delete a task permanently.", {"task_id": _TASK_ID}, ["task_id"]),
-    _tool(
-        "update_task",
-        "Change a task's title, description, priority, due date or tags.",
-        {
-            "task_id": _TASK_ID,
-            "title": {"type": "string"},
-            "description": {"type": "string"},
-            "priority": _PRIORITY,
-            "due_date": _DUE_DATE,
-            "tags": _TAGS,
-        },
-        ["task_id"],
-    ),
-]
+# --- arguments ----------------------------------------------------------------------------------
 
 
 class AddTaskArguments(StrictModel):
-    title: Title
-    description: Description | None = None
+    title: Title = Field(description="What to do, 1-200 characters.")
+    description: Description | None = Field(default=None, description="Optional details.")
     priority: Priority = Priority.medium
-    due_date: DueDate | None = None
-    tags: Tags = Field(default_factory=list)
+    due_date: ToolDueDate | None = None
+    tags: Tags = Field(default_factory=list, description=TAGS_HELP)
 
 
 class ListTasksArguments(StrictModel):
     status: TaskStatus = TaskStatus.all
     priority: Priority | None = None
     tag: Tag | None = None
-    q: SearchText | None = None
-    overdue: bool | None = None
-    limit: int = Field(default=20, ge=1, le=LIST_LIMIT_MAX)
+    q: SearchText | None = Field(
+        default=None, description="Text to look for in title or description."
+    )
+    overdue: bool | None = Field(default=None, description="Only tasks past due and not done.")
+    limit: int = Field(
+        default=20, ge=1, le=LIST_LIMIT_MAX, description=f"At most {LIST_LIMIT_MAX} (default 20)."
+    )
 
 
 class TaskIdArguments(StrictModel):
-    task_id: int = Field(ge=1, le=2**63 - 1)
+    task_id: int = Field(ge=1, le=2**63 - 1, description=TASK_ID_HELP)
 
 
 class CompleteTaskArguments(TaskIdArguments):
-    completed: bool = True
+    completed: bool = Field(default=True, description="Default true.")
 
 
 class UpdateTaskArguments(TaskIdArguments):
     title: Title | None = None
     description: Description | None = None
     priority: Priority | None = None
-    due_date: DueDate | None = None
-    tags: Tags | None = None
+    due_date: ToolDueDate | None = None
+    tags: Tags | None = Field(default=None, description=TAGS_HELP)
 
+
+# --- execution ------------------------------------------------------------------------------------
 
 SUMMARY_FIELDS = {"title", "description", "priority", "due_date", "tags", "completed"}
 
@@ -149,21 +109,25 @@ def _listed(task: TaskPublic) -> dict[str, Any]:
     return _summary(task, "completed" if task.completed else "pending")
 
 
-def add_task(db: Database, user_id: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    parsed = AddTaskArguments.model_validate(arguments)
-    task, _ = tasks.create_task(db, user_id, TaskCreate(**parsed.model_dump()))
+def add_task(context: ToolContext, arguments: AddTaskArguments) -> dict[str, Any]:
+    task, _ = tasks.create_task(
+        context.db,
+        context.user_id,
+        TaskCreate(**arguments.model_dump()),
+        hooks=context.hooks,
+    )
     return _summary(task, "created")
 
 
-def list_tasks(db: Database, user_id: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    parsed = ListTasksArguments.model_validate(arguments)
-    page = tasks.list_tasks(db, user_id, TaskListQuery(**parsed.model_dump()))
+def list_tasks(context: ToolContext, arguments: ListTasksArguments) -> dict[str, Any]:
+    page = tasks.list_tasks(context.db, context.user_id, TaskListQuery(**arguments.model_dump()))
     return {"tasks": [_listed(task) for task in page.items], "total": page.total}
 
 
-def complete_task(db: Database, user_id: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    parsed = CompleteTaskArguments.model_validate(arguments)
-    task = tasks.set_completion(db, user_id, parsed.task_id, parsed.completed)
+def complete_task(context: ToolContext, arguments: CompleteTaskArguments) -> dict[str, Any]:
+    task = tasks.set_completion(
+        context.db, context.user_id, arguments.task_id, arguments.completed, hooks=context.hooks
+    )
     return {
         "task_id": task.id,
         "status": "completed" if task.completed else "pending",
@@ -171,26 +135,110 @@ def complete_task(db: Database, user_id: str, arguments: dict[str, Any]) -> dict
     }
 
 
-def delete_task(db: Database, user_id: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    parsed = TaskIdArguments.model_validate(arguments)
-    task = tasks.delete_task(db, user_id, parsed.task_id)
+def delete_task(context: ToolContext, arguments: TaskIdArguments) -> dict[str, Any]:
+    task = tasks.delete_task(context.db, context.user_id, arguments.task_id, hooks=context.hooks)
     return {"task_id": task.id, "status": "deleted", "title": task.title}
 
 
-def update_task(db: Database, user_id: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    parsed = UpdateTaskArguments.model_validate(arguments)
-    changes = parsed.model_dump(exclude_unset=True, exclude={"task_id"})
-    task = tasks.update_task(db, user_id, parsed.task_id, TaskUpdate(**changes))
+def update_task(context: ToolContext, arguments: UpdateTaskArguments) -> dict[str, Any]:
+    changes = arguments.model_dump(exclude_unset=True, exclude={"task_id"})
+    task = tasks.update_task(
+        context.db, context.user_id, arguments.task_id, TaskUpdate(**changes), hooks=context.hooks
+    )
     return _summary(task, "updated")
 
 
-TOOLS: dict[str, Callable[[Database, str, dict[str, Any]], dict[str, Any]]] = {
-    "add_task": add_task,
-    "list_tasks": list_tasks,
-    "complete_task": complete_task,
-    "delete_task": delete_task,
-    "update_task": update_task,
+# --- the registry ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    arguments: type[BaseModel]
+    run: Callable[[ToolContext, Any], dict[str, Any]]
+    # Whether a call can change a task (and so must be recorded with its change).
+    changes_tasks: bool = True
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        return _input_schema(self.arguments)
+
+    def cohere_definition(self) -> dict[str, Any]:
+        """The tool as a Cohere v2 function tool."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.input_schema,
+            },
+        }
+
+
+TOOLS: dict[str, Tool] = {
+    tool.name: tool
+    for tool in (
+        Tool("add_task", "Create a task for the user.", AddTaskArguments, add_task),
+        Tool(
+            "list_tasks",
+            "List the user's tasks, newest first, with optional filters. "
+            "Use it to find a task's id.",
+            ListTasksArguments,
+            list_tasks,
+            changes_tasks=False,
+        ),
+        Tool(
+            "complete_task",
+            "Mark a task as completed, or as pending again with completed=false.",
+            CompleteTaskArguments,
+            complete_task,
+        ),
+        Tool("delete_task", "Delete a task permanently.", TaskIdArguments, delete_task),
+        Tool(
+            "update_task",
+            "Change a task's title, description, priority, due date or tags.",
+            UpdateTaskArguments,
+            update_task,
+        ),
+    )
 }
+
+
+@cache
+def _input_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The arguments' JSON schema in the plain form both Cohere and MCP clients read: references
+    inlined, an optional value shown as its type (leaving it out means "no value")."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def simplify(node: Any) -> Any:
+        if isinstance(node, list):
+            return [simplify(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return simplify(definitions[node["$ref"].rsplit("/", 1)[-1]])
+        options = node.get("anyOf")
+        if options and len(options) == 2 and {"type": "null"} in options:
+            merged = {k: v for k, v in node.items() if k not in {"anyOf", "default"}}
+            return simplify({**next(o for o in options if o != {"type": "null"}), **merged})
+        return {
+            key: simplify(value)
+            for key, value in node.items()
+            if key != "title" and not (key == "default" and value is None)
+        }
+
+    properties = {name: simplify(value) for name, value in schema["properties"].items()}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(schema.get("required", [])),
+    }
+
+
+def cohere_tool_definitions() -> list[dict[str, Any]]:
+    return [tool.cohere_definition() for tool in TOOLS.values()]
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -204,15 +252,15 @@ def parse_arguments(raw: str | None) -> dict[str, Any] | None:
     """The model's JSON-string arguments as an object, or None when they are not one."""
     try:
         value = json.loads(raw or "{}")
-    except (json.JSONDecodeError, TypeError):
+    except (json.JSONDecodeError, TypeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
 
 def execute_tool(
-    db: Database, user_id: str, name: str, arguments: dict[str, Any] | None
+    context: ToolContext, name: str, arguments: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Run one tool call for `user_id`; every failure becomes `{"error": ...}`."""
+    """Run one tool call for `context.user_id`; every failure becomes `{"error": ...}`."""
     tool = TOOLS.get(name)
     if tool is None:
         return {"error": f"unknown tool {name!r}; available: {', '.join(TOOLS)}"}
@@ -221,7 +269,7 @@ def execute_tool(
     # Models often send null for parameters they mean to leave out.
     present = {key: value for key, value in arguments.items() if value is not None}
     try:
-        return tool(db, user_id, present)
+        return tool.run(context, tool.arguments.model_validate(present))
     except ValidationError as error:
         return {"error": f"invalid arguments: {_validation_message(error)}"}
     except NotFoundError as error:

@@ -1,0 +1,327 @@
+"""Builds one Lambda artefact from its lock: what the Makefiles run under `sam build`.
+
+    python3.12 scripts/lambda_build.py {layer|chat|mcp|reminders} ARTIFACTS_DIR [--architecture A]
+
+1. installs the set's requirements.lock for the Lambda platform (arm64 or x86_64, manylinux
+   wheels), with `pip --require-hashes --no-deps`: exactly the locked files, nothing resolved;
+2. leaves out what is provably never imported (PRUNED below, and Powertools subpackages that no
+   module of the build nor of any function imports, even inside a function: a static import
+   graph), console scripts, stale bytecode;
+3. strips debug symbols from native libraries (`strip`, or llvm-strip / <arch>-linux-gnu-strip
+   to strip another architecture's);
+4. copies the code (the layer's package, or the function's app.py) and byte-compiles everything
+   (`/opt` and `/var/task` are read-only: Python could not cache bytecode there).
+
+Python 3.12 must run it (the runtime's minor version: the bytecode is version-specific).
+tests/test_build_contents.py checks the result against the locks; `python -m scripts.lambda_build
+graph DIR...` prints what a build's modules import of the pruned ones (nothing, when sound).
+"""
+
+import argparse
+import ast
+import compileall
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name: (lock, directory inside ARTIFACTS_DIR for the packages, what to copy there from the repo)
+SETS: dict[str, tuple[str, str, list[str]]] = {
+    "layer": ("layers/shared/requirements.lock", "python", ["layers/shared/python/todo_backend"]),
+    "chat": ("functions/chat/requirements.lock", "", ["functions/chat/app.py"]),
+    "mcp": ("functions/mcp/requirements.lock", "", ["functions/mcp/app.py"]),
+    "reminders": ("functions/reminders/requirements.lock", "", ["functions/reminders/app.py"]),
+}
+
+# Never imported by our code nor by any shipped module (tests/test_build_contents.py checks the
+# static import graph of the build): SQLAlchemy's other dialects (a URL names postgresql+pg8000;
+# dialects load by that name) and its test suite support, with PostgreSQL's test provisioning.
+PRUNED: dict[str, list[str]] = {
+    "layer": [
+        "sqlalchemy/dialects/mssql",
+        "sqlalchemy/dialects/mysql",
+        "sqlalchemy/dialects/oracle",
+        "sqlalchemy/dialects/sqlite",
+        "sqlalchemy/testing",
+        "sqlalchemy/dialects/postgresql/provision.py",
+    ],
+}
+# Powertools is a toolbox of which we import a few tools: its subpackages under these folders that
+# the static import graph does not reach are left out.
+PRUNABLE_PACKAGES = ["aws_lambda_powertools", "aws_lambda_powertools/utilities"]
+# Modules every function's code imports are what the layer must keep: the functions' app.py.
+FUNCTION_ENTRY_GLOB = "functions/*/app.py"
+
+PYTHON_TAGS = ["--implementation", "cp", "--python-version", "3.12", "--abi", "cp312"]
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The static import graph
+
+
+def module_files(roots: Iterable[Path]) -> dict[str, Path]:
+    """Module name -> file, for .py files and extension modules under the roots (first wins)."""
+    modules: dict[str, Path] = {}
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.suffix not in {".py", ".so"} or "__pycache__" in path.parts:
+                continue
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            parts[-1] = parts[-1].split(".", 1)[0]  # _x.cpython-312-x86_64-linux-gnu -> _x
+            if parts[-1] == "__init__":
+                parts.pop()
+            if parts and all(part.isidentifier() for part in parts):
+                modules.setdefault(".".join(parts), path)
+    return modules
+
+
+def imports_of(path: Path, module: str) -> set[str]:
+    """Every module an import statement anywhere in the file (also inside functions and
+    try/except) names, and string literals given to importlib.import_module / __import__."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError):
+        return set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".") if package else []
+                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
+                base = ".".join([*base_parts, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            if base:
+                found.add(base)
+            found.update(f"{base}.{alias.name}" if base else alias.name for alias in node.names)
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and (
+                (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+                or (
+                    isinstance(node.func, ast.Name)
+                    and node.func.id in {"import_module", "__import__"}
+                )
+            )
+        ):
+            name = node.args[0].value
+            if name.startswith(".") and len(node.args) == 1:
+                name = f"{package}{name}"  # relative to the caller's package (its usual form)
+            found.add(name.lstrip("."))
+    return found
+
+
+def reachable(
+    modules: dict[str, Path], entries: Iterable[Path], seeds: Iterable[str] = ()
+) -> set[str]:
+    """The modules of `modules` that the entry files (and the seed modules) can import, directly
+    or not."""
+    seen: set[str] = set()
+    pending: list[str] = []
+
+    def reach(name: str) -> None:
+        parts = name.split(".")
+        for end in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:end])
+            if prefix in modules and prefix not in seen:
+                seen.add(prefix)
+                pending.append(prefix)
+
+    for entry in entries:
+        for name in imports_of(entry, entry.stem):
+            reach(name)
+    for name in seeds:
+        reach(name)
+    while pending:
+        module = pending.pop()
+        path = modules[module]
+        if path.suffix == ".py":
+            for name in imports_of(path, module):
+                reach(name)
+    return seen
+
+
+def importers_of(modules: dict[str, Path], targets: set[str]) -> Iterator[tuple[str, str]]:
+    """(module, imported) for each module of the build that imports one of the targets (or a
+    module inside one) and is not itself inside a target."""
+
+    def inside(name: str) -> str | None:
+        return next(
+            (target for target in targets if name == target or name.startswith(target + ".")),
+            None,
+        )
+
+    for module, path in modules.items():
+        if path.suffix != ".py" or inside(module):
+            continue
+        for name in imports_of(path, module):
+            if inside(name):
+                yield module, name
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def wheel_platforms(architecture: str) -> list[str]:
+    machine = {"arm64": "aarch64", "x86_64": "x86_64"}[architecture]
+    # The python3.12 runtime is Amazon Linux 2023 (glibc 2.34): any of these wheels runs there.
+    tags = (f"manylinux_2_34_{machine}", f"manylinux_2_28_{machine}", f"manylinux2014_{machine}")
+    return [argument for tag in tags for argument in ("--platform", tag)]
+
+
+def install(lock: Path, target: Path, architecture: str) -> None:
+    say(f"installing {lock.relative_to(ROOT)} ({architecture}, hashes required)")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-compile",
+            "--require-hashes",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--target",
+            str(target),
+            *PYTHON_TAGS,
+            *wheel_platforms(architecture),
+            "-r",
+            str(lock),
+        ],
+        check=True,
+    )
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def prune(name: str, target: Path, extra_roots: list[Path]) -> list[str]:
+    """Leaves out what is never imported; returns what it removed (relative paths)."""
+    removed = []
+    for relative in PRUNED.get(name, []):
+        if (target / relative).exists():
+            remove(target / relative)
+            removed.append(relative)
+    candidates = [
+        child
+        for folder in PRUNABLE_PACKAGES
+        if (target / folder).is_dir()
+        for child in sorted((target / folder).iterdir())
+        if child.is_dir() and (child / "__init__.py").exists()
+    ]
+    if candidates:
+        modules = module_files([*extra_roots, target])
+        entries = sorted(ROOT.glob(FUNCTION_ENTRY_GLOB))
+        # All of our own package counts as imported, whatever imports it.
+        ours = [module for module in modules if module.split(".")[0] == "todo_backend"]
+        used = reachable(modules, entries, ours)
+        for child in candidates:
+            package = ".".join(child.relative_to(target).parts)
+            if not any(m == package or m.startswith(package + ".") for m in used):
+                remove(child)
+                removed.append(child.relative_to(target).as_posix())
+    return removed
+
+
+def strip_tool(architecture: str) -> str | None:
+    machine = {"arm64": "aarch64", "x86_64": "x86_64"}[architecture]
+    native = platform.machine().lower() in (
+        {"aarch64", "arm64"} if machine == "aarch64" else {"x86_64", "amd64"}
+    )
+    candidates = [os.environ.get("STRIP", ""), f"{machine}-linux-gnu-strip", "llvm-strip"]
+    candidates += [f"llvm-strip-{version}" for version in range(22, 13, -1)]
+    if native:
+        candidates.append("strip")
+    return next((found for tool in candidates if tool and (found := shutil.which(tool))), None)
+
+
+def strip(target: Path, architecture: str) -> None:
+    libraries = sorted(
+        path
+        for path in target.rglob("*")
+        if path.is_file() and (path.suffix == ".so" or ".so." in path.name)
+    )
+    if not libraries:
+        return
+    tool = strip_tool(architecture)
+    if tool is None:
+        raise SystemExit(
+            f"no strip tool for {architecture} libraries: install binutils-"
+            f"{'aarch64' if architecture == 'arm64' else 'x86-64'}-linux-gnu or llvm (llvm-strip)"
+        )
+    say(f"stripping {len(libraries)} native libraries ({Path(tool).name})")
+    subprocess.run([tool, "--strip-unneeded", *map(str, libraries)], check=True)
+
+
+def build(name: str, artifacts: Path, architecture: str) -> None:
+    if sys.version_info[:2] != (3, 12):
+        raise SystemExit(f"{sys.executable} is not Python 3.12 (the Lambda runtime's version)")
+    lock, packages, sources = SETS[name]
+    target = artifacts / packages if packages else artifacts
+    target.mkdir(parents=True, exist_ok=True)
+    if lock:
+        install(ROOT / lock, target, architecture)
+    # Console scripts are never run in Lambda; stale bytecode from the work tree is not wanted.
+    remove(target / "bin")
+    for source in sources:
+        source_path = ROOT / source
+        if source_path.is_dir():
+            shutil.copytree(source_path, target / source_path.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source_path, target / source_path.name)
+    for cache in list(target.rglob("__pycache__")):
+        shutil.rmtree(cache, ignore_errors=True)
+    removed = prune(name, target, [])
+    if removed:
+        say(f"left out, never imported: {', '.join(removed)}")
+    strip(target, architecture)
+    # unchecked-hash: SAM zips every file with a 1980 timestamp, which would make mtime-based .pyc
+    # stale (and Python would recompile them on every cold start, unable to write them).
+    say(f"byte-compiling {target}")
+    ok = compileall.compile_dir(
+        str(target),
+        quiet=2,
+        workers=0,
+        invalidation_mode=compileall.py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    if not ok:
+        raise SystemExit("byte-compilation failed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("set", choices=sorted(SETS))
+    parser.add_argument("artifacts_dir", type=Path)
+    parser.add_argument(
+        "--architecture",
+        choices=["arm64", "x86_64"],
+        default=os.environ.get("LAMBDA_ARCHITECTURE") or "arm64",
+    )
+    args = parser.parse_args()
+    build(args.set, args.artifacts_dir.resolve(), args.architecture)
+
+
+if __name__ == "__main__":
+    main()
