@@ -38,7 +38,7 @@ if [ "$(cat .venv/.requirements-digest 2>/dev/null)" != "$digest" ]; then
   if [ -x .venv/bin/uv ]; then
     with_progress "syncing .venv with requirements.lock (hashes required)" \
       .local/logs/uv-sync.log \
-      .venv/bin/uv pip sync --python .venv/bin/python --require-hashes requirements.lock
+      .venv/bin/uv pip sync --quiet --python .venv/bin/python --require-hashes requirements.lock
   else
     with_progress "installing requirements.lock into .venv (hashes required; about 2 minutes)" \
       .local/logs/pip-install.log \
