@@ -64,7 +64,7 @@ def wait_for_health(base: str, seconds: float, pid: int | None) -> None:
     raise CheckFailed(f"GET /api/health never answered {{'status': 'ok'}}; last: {last}")
 
 
-def check(base: str) -> None:
+def check(base: str, functions: set[str]) -> None:
     import jwt
 
     from scripts.dev_secret import dev_auth_secret
@@ -106,6 +106,15 @@ def check(base: str) -> None:
         f"GET /api/{{user_id}}/conversations (chat function) answers: {status} {body[:300]}",
     )
 
+    if "mcp" in functions:
+        status, _, body = request("GET", f"{base}/.well-known/oauth-protected-resource")
+        metadata = json.loads(body) if body.startswith("{") else {}
+        expect(
+            status == 200 and str(metadata.get("resource", "")).endswith("/mcp"),
+            f"GET /.well-known/oauth-protected-resource (mcp function) answers: "
+            f"{status} {body[:300]}",
+        )
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -117,7 +126,9 @@ def main() -> int:
     try:
         if args.wait:
             wait_for_health(base, args.wait, args.pid)
-        check(base)
+        from scripts.functions import HTTP_FUNCTIONS, module_exists
+
+        check(base, {name for name, module in HTTP_FUNCTIONS if module_exists(module)})
     except CheckFailed as failure:
         print(f"FAILED: {failure}", file=sys.stderr)
         return 1

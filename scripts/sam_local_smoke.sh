@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of `sam local start-api` (what `make sam-local` runs): builds, starts the API in Lambda
 # containers on any Docker-compatible engine (DOCKER_HOST is honoured), then checks health, an
-# authenticated create and list through the tasks function, the chat function, and a 401
+# authenticated create and list through the tasks function, the chat function, the MCP function's
+# metadata, and a 401
 # (scripts/sam_local_check.py; bodies are checked, as SAM answers 200 with an error body when a
 # function fails to start). Stops SAM and its containers on the way out.
 #
@@ -20,6 +21,9 @@ log=.local/logs/sam-local-smoke.log
 mkdir -p .local/logs
 echo "==> starting sam local start-api on port $port (log: $log)" >&2
 
+# Containers that exist before: the clean-up only removes ones SAM started for this build.
+containers_before=$(docker ps -aq --no-trunc 2>/dev/null | sort || true)
+
 # Its own session and process group: the clean-up below ends SAM (it removes its containers on
 # SIGTERM) and nothing else.
 SAM_LOCAL_PORT=$port SAM_LOCAL_ENV_FILE=generate setsid scripts/sam_local.sh >"$log" 2>&1 </dev/null &
@@ -33,6 +37,15 @@ cleanup() {
     for _ in $(seq 60); do kill -0 "$sam_pid" 2>/dev/null || break; sleep 0.5; done
     kill -KILL "$sam_pid" 2>/dev/null || true
   fi
+  # SAM occasionally exits leaving a warm container behind: remove the new containers that mount
+  # this build (never anyone else's).
+  for id in $(comm -13 <(echo "$containers_before") <(docker ps -aq --no-trunc 2>/dev/null | sort)); do
+    if docker inspect -f '{{range .Mounts}}{{.Source}} {{end}}' "$id" 2>/dev/null |
+      grep -q "$PWD/.aws-sam/local/"; then
+      echo "==> removing leftover container ${id:0:12}" >&2
+      docker rm -f "$id" >/dev/null 2>&1 || true
+    fi
+  done
   if [ "$status" -ne 0 ]; then
     echo "==> the last 60 lines of $log" >&2
     tail -n 60 "$log" >&2
@@ -47,7 +60,8 @@ trap 'exit 143' TERM
 (
   while kill -0 "$sam_pid" 2>/dev/null; do
     sleep 15
-    line=$(grep -E '^(==>|Build Succeeded|Mounting|Building image|Running|All containers)' "$log" | tail -n 1 || true)
+    line=$(grep -E '^(==>|    \.\.\. |Build Succeeded|Mounting|Building image|Running|All containers)' "$log" | tail -n 1 || true)
+    line=${line#"    ... "}
     echo "    ... ${line:-starting}" >&2
   done
 ) &
