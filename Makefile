@@ -8,7 +8,7 @@ help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 dev:  ## run every function at http://127.0.0.1:8000 (or PORT=...) on an embedded PostgreSQL
-	PORT=$(PORT) scripts/dev.sh
+	PORT=$(PORT) exec scripts/dev.sh
 
 test:  ## the whole test suite (lint + pytest against real PostgreSQL)
 	scripts/test.sh

@@ -12,7 +12,8 @@ then on no exit stops the server. So:
 - a guard process (`python -m scripts.dev_database --guard PID`, in its own session so Ctrl-C does
   not reach it) watches the dev server; when the server's process is gone however it went
   (SIGKILL included) it ends the processes the server had started (uvicorn's worker) and stops
-  PostgreSQL the same way.
+  PostgreSQL the same way. When the process that started the server is gone (`make` killed), it
+  sends the server SIGTERM first.
 """
 
 import argparse
@@ -151,11 +152,19 @@ def guard(parent: int, pgdata: Path = PGDATA) -> None:
     except psutil.NoSuchProcess:
         return
     children: dict[int, psutil.Process] = {}
+    starter = watched.ppid()
+    told_to_stop = False
     while watched.is_running() and watched.status() != psutil.STATUS_ZOMBIE:
         with contextlib.suppress(psutil.Error):
             for child in watched.children(recursive=True):
                 if child.pid != os.getpid():
                     children.setdefault(child.pid, child)
+            # Whatever started the server (make, a shell) is gone, e.g. `make` was killed: the
+            # server would run on unattended, holding the port and the database. Stop it.
+            if not told_to_stop and watched.ppid() != starter:
+                print(f"guard: the process that started {parent} is gone; stopping it", flush=True)
+                watched.terminate()
+                told_to_stop = True
         time.sleep(0.3)
     print(f"guard: process {parent} ended; ending {sorted(children)}", flush=True)
     survivors = [child for child in children.values() if child.is_running()]

@@ -7,6 +7,7 @@ and port, waits for /api/health, ends it, and checks that no PostgreSQL and no s
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,7 +55,7 @@ def local_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 class DevServer:
-    def __init__(self, local_dir: Path) -> None:
+    def __init__(self, local_dir: Path, command: list[str] | None = None) -> None:
         self.local_dir = local_dir
         self.pgdata = local_dir / "pgdata"
         self.port = free_port()
@@ -66,7 +67,7 @@ class DevServer:
         }
         self.log = local_dir / f"dev-{self.port}.log"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "scripts.dev_server"],
+            command or [sys.executable, "-m", "scripts.dev_server"],
             cwd=ROOT,
             env=environment,
             stdout=self.log.open("w"),
@@ -131,6 +132,22 @@ def test_every_way_out_stops_the_embedded_postgresql(local_dir, how, signum):
     # Then PostgreSQL is stopped, the port is free, and no handle is left
     server.wait_until_all_stopped(postmaster)
     assert json.loads((server.pgdata / ".handle_pids.json").read_text()) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_killing_make_itself_stops_the_server_and_postgresql(local_dir, signum):
+    # `kill <pid of make>`: make does not pass SIGKILL on, and SIGTERM only to its direct child.
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    server = DevServer(local_dir, ["make", "--no-print-directory", "dev"])
+    server.wait_until_serving()
+    postmaster = running_postmaster(server.pgdata)
+    assert postmaster is not None
+
+    server.process.send_signal(signum)
+    server.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+
+    server.wait_until_all_stopped(postmaster)
 
 
 def test_stale_handles_of_an_unclean_stop_are_repaired_and_ctrl_c_stops_the_server(local_dir):
