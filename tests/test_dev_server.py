@@ -225,3 +225,48 @@ def test_repair_handles_keeps_live_processes_only(tmp_path):
     (tmp_path / ".handle_pids.json").write_text(json.dumps([dead, os.getpid()]))
     assert repair_handles(tmp_path) == [dead]
     assert json.loads((tmp_path / ".handle_pids.json").read_text()) == [os.getpid()]
+
+
+@pytest.mark.parametrize(
+    ("user", "problem"),
+    [
+        ("", "no user id given: make token USER=alice"),
+        ("   ", "no user id given: make token USER=alice"),
+        ("a" * 256, "a user id is at most 255 characters"),
+        ("ali\x00ce", "a user id cannot contain control characters"),
+    ],
+)
+def test_make_token_refuses_a_user_id_the_api_would_refuse(user, problem, capsys):
+    from scripts.dev_token import main
+
+    assert main([user]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == f"error: {problem}"
+
+
+def test_make_token_with_user_unset_mints_nothing():
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    environment = {k: v for k, v in os.environ.items() if k not in {"USER", "USER_ID"}}
+    result = subprocess.run(
+        ["make", "-s", "token"], cwd=ROOT, env=environment, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "error: no user id given: make token USER=alice" in result.stderr
+
+
+def test_make_token_signs_the_given_user():
+    import jwt
+
+    from scripts.dev_secret import dev_auth_secret
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(
+        ["make", "-s", "token", "USER=alice"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), dev_auth_secret(), algorithms=["HS256"])
+    assert claims["sub"] == "alice"
