@@ -281,6 +281,25 @@ def warm_rows(database_url: str, token: str, iterations: int) -> list[Row]:
             for i in range(iterations + 3)
         ]
     )
+    # Completing a recurring task also creates its next occurrence; each call completes the
+    # occurrence the previous call created.
+    recurring = {
+        "id": json.loads(
+            call(
+                tasks_handler,
+                "POST",
+                "/api/tasks",
+                {"title": "daily", "due_date": "2030-01-01", "recurrence": "FREQ=DAILY"},
+            )["body"]
+        )["id"]
+    }
+
+    def complete_recurring() -> dict:
+        path = f"/api/tasks/{recurring['id']}/complete"
+        response = call(tasks_handler, "PATCH", path, {"completed": True})
+        recurring["id"] = json.loads(response["body"])["next_task_id"]
+        return response
+
     scenarios: list[tuple[str, Callable[[], Any]]] = [
         ("list 50 tasks", lambda: call(tasks_handler, "GET", "/api/tasks", query={"tag": "bench"})),
         ("create", lambda: call(tasks_handler, "POST", "/api/tasks", {"title": "New"})),
@@ -290,6 +309,7 @@ def warm_rows(database_url: str, token: str, iterations: int) -> list[Row]:
         ),
         ("toggle", lambda: call(tasks_handler, "PATCH", f"/api/tasks/{task_id}/complete")),
         ("delete", lambda: call(tasks_handler, "DELETE", f"/api/tasks/{next(delete_ids)}")),
+        ("complete a recurring task", complete_recurring),
     ]
     connection = raw_connection(database_url)
     rows: list[Row] = []

@@ -8,6 +8,7 @@ import unicodedata
 import jwt
 
 from scripts.dev_secret import dev_auth_secret
+from scripts.local_paths import SHARED_PYTHON
 
 
 def user_id_problem(user_id: str) -> str | None:
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     now = int(time.time())
     claims = {"sub": args.user_id, "iat": now, "exp": now + int(args.hours * 3600)}
+    sys.path.insert(0, str(SHARED_PYTHON))
+    from todo_backend.core.auth import configured_token_claims
+
+    claims.update(configured_token_claims())  # the iss/aud the API expects, when it expects any
     print(jwt.encode(claims, dev_auth_secret(), algorithm="HS256"))
     return 0
 

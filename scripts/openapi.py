@@ -30,7 +30,7 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 # Importing an app validates the settings; the schema does not depend on their values.
 PLACEHOLDER_ENVIRONMENT = {
     "DATABASE_URL": "postgresql://openapi@127.0.0.1:5432/unused",
-    "BETTER_AUTH_SECRET": "openapi-generation-only",
+    "BETTER_AUTH_SECRET": "openapi-generation-only-placeholder-secret",
 }
 
 

@@ -12,6 +12,7 @@ from tests.support.database import create_fresh_database, drop_database, migrate
 from tests.support.tokens import TEST_SECRET, make_token, new_user_id
 
 CONFIG_VARIABLES = (
+    "BETTER_AUTH_URL",
     "BETTER_AUTH_JWKS_URL",
     "JWT_ISSUER",
     "JWT_AUDIENCE",
@@ -139,6 +140,24 @@ def _client_for(app_module: str, kind: str) -> Any:
 def tasks_api(request: pytest.FixtureRequest) -> Any:
     """The tasks function, reached through TestClient and through its Lambda handler."""
     return _client_for("functions.tasks.app", request.param)
+
+
+@pytest.fixture(params=["asgi", "lambda", "asgi /api/{user_id}", "lambda /api/{user_id}"])
+def tasks_api_in_both_path_forms(request: pytest.FixtureRequest) -> Any:
+    """The tasks function through TestClient and its Lambda handler, each with its task routes
+    reached as `/api/tasks...` and as `/api/{user_id}/tasks...` (API.md "Canonical paths").
+
+    A test module uses it for every test by overriding `tasks_api`:
+
+        @pytest.fixture
+        def tasks_api(tasks_api_in_both_path_forms):
+            return tasks_api_in_both_path_forms
+    """
+    from tests.support.path_forms import UserPathClient
+
+    kind, _, form = request.param.partition(" ")
+    client = _client_for("functions.tasks.app", kind)
+    return UserPathClient(client) if form else client
 
 
 @pytest.fixture(params=["asgi", "lambda"])

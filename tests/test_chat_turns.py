@@ -61,7 +61,7 @@ def test_first_request_sends_system_prompt_tools_and_the_message(chat_api, fake_
     assert any(day in system["content"] for day in today)
     assert "(UTC)" in system["content"]
     assert message == {"role": "user", "content": "Hello there"}
-    # ... and the five task tools as Cohere v2 function tools, none taking a user id
+    # ... and the task tools as Cohere v2 function tools, none taking a user id
     assert sorted(request.tool_names) == sorted(TOOL_NAMES)
     required = {}
     for tool in request.tools:
@@ -77,6 +77,7 @@ def test_first_request_sends_system_prompt_tools_and_the_message(chat_api, fake_
         "complete_task": ["task_id"],
         "delete_task": ["task_id"],
         "update_task": ["task_id"],
+        "get_stats": [],
     }
     # And the model's text is the response, with no tool calls
     assert body["response"] == "Hello! How can I help with your tasks?"

@@ -84,6 +84,9 @@ UNDOCUMENTED_CONTRACT: dict[str, frozenset[int]] = {
     "PATCH /api/tasks/{task_id}": frozenset({404}),
     "PATCH /api/tasks/{task_id}/complete": frozenset({404}),
     "DELETE /api/tasks/{task_id}": frozenset({404}),
+    "GET /api/tags": frozenset(),
+    "GET /api/stats": frozenset(),
+    "GET /api/reminders": frozenset(),
     # No Cohere key is configured in the test session: every valid chat request is a 503.
     "POST /api/{user_id}/chat": frozenset({503}),
     "GET /api/{user_id}/conversations": frozenset(),
@@ -92,9 +95,10 @@ UNDOCUMENTED_CONTRACT: dict[str, frozenset[int]] = {
 }
 # Every task route is also served as /api/{user_id}/tasks... (403 is documented there).
 UNDOCUMENTED_CONTRACT |= {
-    label.replace(" /api/tasks", " /api/{user_id}/tasks"): codes
+    label.replace(f" /api/{resource}", f" /api/{{user_id}}/{resource}"): codes
     for label, codes in UNDOCUMENTED_CONTRACT.items()
-    if " /api/tasks" in label
+    for resource in ("tasks", "tags", "stats", "reminders")
+    if f" /api/{resource}" in label
 }
 # FastAPI answers 400 "There was an error parsing the body" for a body that is not UTF-8 JSON.
 BODY_PARSE_ERROR = {"detail": "There was an error parsing the body"}

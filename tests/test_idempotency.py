@@ -11,6 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+
+@pytest.fixture
+def tasks_api(tasks_api_in_both_path_forms: Any) -> Any:
+    """Every test of this module runs against `/api/tasks...` and `/api/{user_id}/tasks...`."""
+    return tasks_api_in_both_path_forms
+
+
 THREADS = 8
 
 
@@ -58,18 +65,20 @@ def test_repeat_with_same_key_returns_the_first_task(tasks_api, user):
     assert total(tasks_api, user) == 1
 
 
-def test_repeat_with_a_different_body_still_returns_the_first_task(tasks_api, user):
+def test_repeat_with_a_different_body_is_422_and_creates_nothing(tasks_api, user):
     # Given a task created with a key
     key = new_key()
     first = create(tasks_api, user, key, priority="low")
     # When the key is reused with a different body
     second = create(tasks_api, user, key, title="Something else", priority="high")
-    # Then the original task is returned, unchanged
-    assert second.status_code == 200
-    assert second.json() == first.json()
-    assert second.json()["title"] == "Buy milk"
-    assert second.json()["priority"] == "low"
+    # Then it is refused, naming the header, and the original task is unchanged
+    assert second.status_code == 422, second.text
+    [error] = second.json()["detail"]
+    assert error["loc"] == ["header", "idempotency-key"]
+    assert error["type"] == "idempotency_key_reused"
     assert total(tasks_api, user) == 1
+    fetched = tasks_api.get(f"/api/tasks/{first.json()['id']}", headers=user.headers)
+    assert fetched.json() == first.json()
 
 
 def test_same_key_for_different_users_creates_two_tasks(tasks_api, user, other_user):
@@ -86,8 +95,8 @@ def test_same_key_for_different_users_creates_two_tasks(tasks_api, user, other_u
     assert total(tasks_api, user) == 1
     assert total(tasks_api, other_user) == 1
     # And each user's repeat returns their own task
-    assert create(tasks_api, other_user, key).json()["id"] == theirs.json()["id"]
-    assert create(tasks_api, user, key).json()["id"] == mine.json()["id"]
+    assert create(tasks_api, other_user, key, title="Theirs").json()["id"] == theirs.json()["id"]
+    assert create(tasks_api, user, key, title="Mine").json()["id"] == mine.json()["id"]
 
 
 def test_different_keys_or_no_key_create_separate_tasks(tasks_api, user):
@@ -172,7 +181,7 @@ def test_concurrent_creates_with_one_key_create_exactly_one_task(user, database)
             results = run_at_once(
                 THREADS,
                 lambda i, key=key, race=race: create_task(
-                    workers[i], user.id, TaskCreate(title=f"Race {race} attempt {i}"), key
+                    workers[i], user.id, TaskCreate(title=f"Race {race}"), key
                 ),
             )
             # Then exactly one of them created it, and all got that same task
@@ -207,7 +216,7 @@ def test_concurrent_requests_with_one_key_through_the_api(user, configure):
     # When THREADS clients send the same create at the same moment
     responses = run_at_once(
         THREADS,
-        lambda i: clients[i].post("/api/tasks", json={"title": f"Attempt {i}"}, headers=headers),
+        lambda i: clients[i].post("/api/tasks", json={"title": "Attempt"}, headers=headers),
     )
     # Then one is 201, the others 200, all with the same task
     statuses = sorted(response.status_code for response in responses)

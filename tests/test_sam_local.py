@@ -114,7 +114,9 @@ def test_an_empty_secret_variable_is_fetched_from_secrets_manager(aws, configure
     # Given the environment AWS gives the functions: the variables declared empty, the secrets' ARNs
     manager = boto3.client("secretsmanager", region_name="eu-west-1")
     database = manager.create_secret(Name="todo/dev/db", SecretString="postgresql://x@h/db")
-    auth = manager.create_secret(Name="todo/dev/auth", SecretString="from-secrets-manager")
+    auth = manager.create_secret(
+        Name="todo/dev/auth", SecretString="from-secrets-manager-" + "x" * 32
+    )
     key = manager.create_secret(Name="todo/dev/co", SecretString="co-key")
     configure(
         DATABASE_URL="",
@@ -127,7 +129,7 @@ def test_an_empty_secret_variable_is_fetched_from_secrets_manager(aws, configure
     # When the settings are loaded, then every secret comes from Secrets Manager
     settings = load_settings()
     assert settings.database_url.get_secret_value() == "postgresql://x@h/db"
-    assert settings.better_auth_secret.get_secret_value() == "from-secrets-manager"
+    assert settings.better_auth_secret.get_secret_value() == "from-secrets-manager-" + "x" * 32
     assert settings.co_api_key is not None and settings.co_api_key.get_secret_value() == "co-key"
 
 

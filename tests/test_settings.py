@@ -7,6 +7,9 @@ from moto import mock_aws
 from todo_backend.core.db import parse_database_url
 from todo_backend.core.settings import ConfigurationError, get_settings, load_settings
 
+SECRET_IN_AWS = "from-secrets-manager-" + "x" * 32
+SECRET_IN_ENV = "from-env-" + "x" * 32
+
 
 def test_missing_variable_is_named(configure):
     # Given an environment without DATABASE_URL
@@ -118,7 +121,7 @@ def test_secrets_come_from_secrets_manager_and_ssm(aws, configure):
     database = manager.create_secret(
         Name="todo/dev/database-url", SecretString="postgresql://x@h/db"
     )
-    auth = manager.create_secret(Name="todo/dev/auth", SecretString="from-secrets-manager")
+    auth = manager.create_secret(Name="todo/dev/auth", SecretString=SECRET_IN_AWS)
     boto3.client("ssm", region_name="eu-west-1").put_parameter(
         Name="/todo/dev/cohere", Value="co-key-from-ssm", Type="SecureString"
     )
@@ -134,7 +137,7 @@ def test_secrets_come_from_secrets_manager_and_ssm(aws, configure):
     settings = load_settings()
     # Then each secret has the stored value
     assert settings.database_url.get_secret_value() == "postgresql://x@h/db"
-    assert settings.better_auth_secret.get_secret_value() == "from-secrets-manager"
+    assert settings.better_auth_secret.get_secret_value() == SECRET_IN_AWS
     assert settings.co_api_key is not None
     assert settings.co_api_key.get_secret_value() == "co-key-from-ssm"
     assert auth["Name"] == "todo/dev/auth"
@@ -142,9 +145,12 @@ def test_secrets_come_from_secrets_manager_and_ssm(aws, configure):
 
 def test_environment_variable_wins_over_the_secret(aws, configure):
     manager = boto3.client("secretsmanager", region_name="eu-west-1")
-    manager.create_secret(Name="todo/dev/auth", SecretString="from-aws")
-    configure(BETTER_AUTH_SECRET="from-env", BETTER_AUTH_SECRET_SECRET_ID="todo/dev/auth")
-    assert load_settings().better_auth_secret.get_secret_value() == "from-env"
+    manager.create_secret(Name="todo/dev/auth", SecretString="from-aws-" + "x" * 32)
+    configure(
+        BETTER_AUTH_SECRET=SECRET_IN_ENV,
+        BETTER_AUTH_SECRET_SECRET_ID="todo/dev/auth",
+    )
+    assert load_settings().better_auth_secret.get_secret_value() == SECRET_IN_ENV
 
 
 def test_missing_secret_fails_the_cold_start_naming_it(aws, configure):

@@ -5,6 +5,13 @@ from typing import Any
 
 import pytest
 
+
+@pytest.fixture
+def tasks_api(tasks_api_in_both_path_forms: Any) -> Any:
+    """Every test of this module runs against `/api/tasks...` and `/api/{user_id}/tasks...`."""
+    return tasks_api_in_both_path_forms
+
+
 PAST = "2020-01-01T00:00:00Z"
 FUTURE = "2999-01-01T00:00:00Z"
 

@@ -9,6 +9,13 @@ from typing import Any
 
 import pytest
 
+
+@pytest.fixture
+def tasks_api(tasks_api_in_both_path_forms: Any) -> Any:
+    """Every test of this module runs against `/api/tasks...` and `/api/{user_id}/tasks...`."""
+    return tasks_api_in_both_path_forms
+
+
 CONTROL_CHARACTERS = ["\x00", "\x01", "\x07", "\x08", "\x1b", "\x1f", "\x7f", "\x85", "\x9f"]
 
 

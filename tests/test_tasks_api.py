@@ -7,6 +7,13 @@ from typing import Any
 
 import pytest
 
+
+@pytest.fixture
+def tasks_api(tasks_api_in_both_path_forms: Any) -> Any:
+    """Every test of this module runs against `/api/tasks...` and `/api/{user_id}/tasks...`."""
+    return tasks_api_in_both_path_forms
+
+
 FULL_TASK = {
     "title": "Buy milk",
     "description": "Two litres, semi-skimmed",
@@ -25,6 +32,10 @@ TASK_FIELDS = {
     "completed_at",
     "created_at",
     "updated_at",
+    "recurrence",
+    "next_task_id",
+    "remind_at",
+    "reminded_at",
 }
 
 

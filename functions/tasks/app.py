@@ -19,14 +19,18 @@ from todo_backend.core.api import (
     user_router,
 )
 from todo_backend.core.observability import instrumented
+from todo_backend.tasks import reminders
 from todo_backend.tasks import service as tasks
 from todo_backend.tasks.models import (
     IdempotencyKey,
+    ReminderList,
+    TagList,
     TaskCompletion,
     TaskCreate,
     TaskListQuery,
     TaskPage,
     TaskPublic,
+    TaskStats,
     TaskUpdate,
 )
 
@@ -104,6 +108,21 @@ async def complete_task(
 @router.delete("/tasks/{task_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 async def delete_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> None:
     tasks.delete_task(db, user, task_id)
+
+
+@router.get("/tags", responses=errors())
+async def list_tags(user: CurrentUser, db: DatabaseDep) -> TagList:
+    return tasks.list_tags(db, user)
+
+
+@router.get("/stats", responses=errors())
+async def task_stats(user: CurrentUser, db: DatabaseDep) -> TaskStats:
+    return tasks.task_stats(db, user)
+
+
+@router.get("/reminders", responses=errors())
+async def due_reminders(user: CurrentUser, db: DatabaseDep) -> ReminderList:
+    return reminders.due_reminders(db, user)
 
 
 include_user_routes(app, router)

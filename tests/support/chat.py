@@ -24,7 +24,14 @@ from tests.support.tokens import make_token, new_user_id
 
 TEST_API_KEY = "test-key"
 DEFAULT_BUDGET_SECONDS = "3"
-TOOL_NAMES = ("add_task", "list_tasks", "complete_task", "delete_task", "update_task")
+TOOL_NAMES = (
+    "add_task",
+    "list_tasks",
+    "complete_task",
+    "delete_task",
+    "update_task",
+    "get_stats",
+)
 
 
 def clear_cohere_client() -> None:

@@ -51,6 +51,13 @@ Rules:
 - Before acting on a task named in words (not by id), call list_tasks to find it; never invent ids.
 - If several tasks match, or the request is ambiguous, ask the user which one they mean.
 - Resolve relative dates ("tomorrow", "next Friday") from today's date; send ISO 8601 dates.
+- Repeating tasks: set recurrence to an RRULE and due_date to the first occurrence. "Every
+  Monday" is FREQ=WEEKLY;BYDAY=MO, "every weekday" FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR, "every 2
+  weeks" FREQ=WEEKLY;INTERVAL=2, "on the 1st of every month" FREQ=MONTHLY;BYMONTHDAY=1, "daily
+  for 10 days" FREQ=DAILY;COUNT=10. Completing one creates the next automatically.
+- Reminders: set remind_at to the moment to remind; "remind me an hour before" is the due_date
+  minus one hour (e.g. due 2026-12-01T17:00:00Z gives remind_at 2026-12-01T16:00:00Z).
+- For counts and progress ("how am I doing?"), call get_stats.
 - After acting, confirm briefly what was done, naming the tasks.
 - If a tool returns an error, explain it plainly and suggest what to do next."""
 

@@ -2,13 +2,16 @@
 
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from todo_backend.core.auth import get_token_verifier
 from todo_backend.core.db import Database, get_database
@@ -17,7 +20,11 @@ from todo_backend.core.errors import (
     PermissionDeniedError,
     install_error_handlers,
 )
+from todo_backend.core.limits import MAX_BODY_BYTES, TOO_LARGE_DETAIL
 from todo_backend.core.settings import get_settings
+
+# Characters a path segment may hold unencoded (RFC 3986 pchar, plus the separator).
+URL_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 class ErrorBody(BaseModel):
@@ -43,12 +50,54 @@ def errors(*codes: int) -> dict[int | str, dict[str, object]]:
     }
 
 
+class BodyLimitMiddleware:
+    """Bodies over `MAX_BODY_BYTES`: 413 before anything parses them. A Content-Length over the
+    limit is refused before the app runs; otherwise the bytes actually received are counted, and
+    reading past the limit raises a 413 that the app's handlers answer (inside CORS)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > MAX_BODY_BYTES:
+            response = JSONResponse({"detail": TOO_LARGE_DETAIL}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise HTTPException(status_code=413, detail=TOO_LARGE_DETAIL)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 def create_app(title: str, description: str) -> FastAPI:
     """A FastAPI app with the shared error mapping and CORS; routes are added by the function."""
     settings = get_settings()
     app = FastAPI(title=title, description=description, version="1.0.0")
     app.router.route_class = AuthenticatedRoute
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -139,8 +188,11 @@ def include_user_routes(app: FastAPI, router: APIRouter) -> None:
 
 
 def location_of(request: Request, resource_id: object) -> str:
-    """A new resource's URL in the form of the request (`/api/tasks/7` or `/api/u/tasks/7`)."""
-    return f"{request.url.path.rstrip('/')}/{resource_id}"
+    """A new resource's URL in the form of the request (`/api/tasks/7` or `/api/u/tasks/7`),
+    percent-encoded: a `{user_id}` may hold spaces or non-ASCII characters, which a header
+    cannot carry as they are."""
+    path = quote(request.url.path.rstrip("/"), safe=URL_PATH_SAFE)
+    return f"{path}/{quote(str(resource_id), safe='')}"
 
 
 async def database() -> Database:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, RowMapping
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InvalidRequestError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql import Executable
 
@@ -29,6 +29,10 @@ DISCONNECT_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 
 class DatabaseUnavailableError(RuntimeError):
     """The database could not be reached (after one reconnect)."""
+
+
+class WriteOutcomeUnknownError(DatabaseUnavailableError):
+    """The connection broke while a write was running: it may or may not have committed."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,11 @@ def create_database_engine(raw_url: str, *, pool_size: int = 1, autocommit: bool
 def _pipelined_connection(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
     from todo_backend.core.pg_wire import PipelinedConnection
 
-    return PipelinedConnection(*cargs, **cparams)
+    # Timestamps come back in UTC whatever the database's or role's TimeZone setting: in another
+    # zone, 9999-12-31T23:00Z reads as year 10000, which no Python datetime can hold. A startup
+    # parameter, so no extra round trip, and PgBouncer tracks it per client.
+    startup_params = {**(cparams.get("startup_params") or {}), "TimeZone": "UTC"}
+    return PipelinedConnection(*cargs, **{**cparams, "startup_params": startup_params})
 
 
 def _mark_disconnects(context: ExceptionContext) -> None:
@@ -164,13 +172,19 @@ class Database:
                 # Cannot connect (server down, too many clients, pool exhausted): no retry, so an
                 # unreachable host costs one connect timeout, not two.
                 raise DatabaseUnavailableError(type(error).__name__) from error
+            except InvalidRequestError as error:
+                # The pool found the connection closed at checkout, reconnected, and found the
+                # new one closed too ("This connection is closed"): the server is going away.
+                raise DatabaseUnavailableError("connections closed at checkout") from error
             with connection:
                 try:
                     return work(connection)
                 except DBAPIError as error:
                     if not error.connection_invalidated:
                         raise
-                    if attempt == 2 or not idempotent:
+                    if not idempotent:
+                        raise WriteOutcomeUnknownError("connection lost during a write") from error
+                    if attempt == 2:
                         raise DatabaseUnavailableError("connection lost") from error
         raise AssertionError("unreachable")
 

@@ -14,6 +14,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
+from todo_backend.core.limits import oversized_body_response
+
 # A request that adds no metric is normal here (reads); Powertools would warn on every one.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
@@ -42,13 +44,14 @@ def milliseconds(name: str, value: float) -> None:
 
 
 def instrumented(handler: LambdaHandler) -> LambdaHandler:
-    """Wrap a Mangum handler: correlation id, cold-start metric, one access log line."""
+    """Wrap a Mangum handler: correlation id, cold-start metric, one access log line; a body over
+    the size limit is answered 413 here, before Mangum decodes it."""
 
     @metrics.log_metrics(capture_cold_start_metric=True)
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
     def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        response = handler(event, context)
+        response = oversized_body_response(event) or handler(event, context)
         http = event.get("requestContext", {}).get("http", {})
         logger.info(
             "request",

@@ -9,7 +9,7 @@ safe under PgBouncer's transaction pooling. Measured by `make bench` (round trip
 from datetime import datetime
 from typing import Any
 
-from pg8000.converters import make_params, timestamptz_in
+from pg8000.converters import array_out, make_params, timestamptz_in
 from pg8000.core import (
     DESCRIBE,
     EXECUTE_MSG,
@@ -34,12 +34,39 @@ def parse_timestamptz(text: str) -> datetime | str:
         return timestamptz_in(text)  # infinity, or years outside Python's range
 
 
+def quote_array_element(text: str) -> str:
+    """A string as a quoted element of an array literal: always quoted, `\\` and `"` escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def array_literal(values: list[Any]) -> str:
+    """A Python list as PostgreSQL's array input syntax, every string element quoted.
+
+    pg8000 leaves a string element unquoted unless it is exactly "NULL" or holds a special
+    character, so "null" or "Null" became an SQL NULL inside the array. Quoting every string
+    makes each one arrive exactly as sent. Other element types keep pg8000's own conversion.
+    """
+    elements = []
+    for value in values:
+        if value is None:
+            elements.append("NULL")
+        elif isinstance(value, list):
+            elements.append(array_literal(value))
+        elif isinstance(value, str):
+            elements.append(quote_array_element(value))
+        else:
+            elements.append(array_out(value))
+    return "{" + ",".join(elements) + "}"
+
+
 class PipelinedConnection(Connection):
     """A pg8000 connection whose unnamed statements take one round trip."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.register_in_adapter(TIMESTAMPTZ_OID, parse_timestamptz)
+        # Every list parameter (tasks.tags, and any other array) goes through this adapter.
+        self.register_out_adapter(list, array_literal)
 
     def execute_unnamed(
         self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None

@@ -4,13 +4,25 @@ This is the only module that reads the environment. In AWS the secrets (`DATABAS
 `BETTER_AUTH_SECRET`, `CO_API_KEY`) are not in the environment: `<NAME>_SECRET_ID` says where they
 live (a Secrets Manager name or ARN, or an SSM parameter as `ssm:/path` or its ARN) and
 `todo_backend.core.secrets` fetches them. A plain environment variable wins, for local use.
+
+An empty (or blank) value counts as unset: `sam local --env-vars` sets "" for every variable it is
+not given, and then the `<NAME>_SECRET_ID` path is used as if the variable were absent.
 """
 
+import ipaddress
 import os
 from functools import cache
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -27,6 +39,32 @@ class ConfigurationError(RuntimeError):
 
 
 SECRET_VARIABLES = ("DATABASE_URL", "BETTER_AUTH_SECRET", "CO_API_KEY")
+# HS256 needs a key at least as long as its 256-bit output (RFC 7518, section 3.2).
+HS256_SECRET_MIN_BYTES = 32
+# Hosts where a key set may be served over plain http: this machine, and the host as seen from a
+# `sam local` container.
+LOCAL_HOST_NAMES = frozenset({"localhost", "host.docker.internal"})
+
+
+def is_local_host(host: str | None) -> bool:
+    """Loopback addresses, `localhost` (and `*.localhost`), and Docker's name for the host."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host in LOCAL_HOST_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_https_unless_local(url: str) -> str:
+    """A URL from which signing keys are fetched: TLS unless the host is local."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not is_local_host(parts.hostname):
+        raise ValueError(f"must be an https:// URL (plain http only for a local host), not {url!r}")
+    return url
 
 
 class AwsSecretsSource(PydanticBaseSettingsSource):
@@ -39,7 +77,7 @@ class AwsSecretsSource(PydanticBaseSettingsSource):
         values: dict[str, Any] = {}
         for name in SECRET_VARIABLES:
             location = os.environ.get(f"{name}_SECRET_ID", "").strip()
-            if os.environ.get(name) or not location:
+            if os.environ.get(name, "").strip() or not location:
                 continue
             from todo_backend.core.secrets import fetch_secret
 
@@ -48,14 +86,17 @@ class AwsSecretsSource(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     database_url: SecretStr = Field(min_length=1)
-    better_auth_secret: SecretStr = Field(min_length=1)
+    # Optional when a key set is configured (BETTER_AUTH_URL or BETTER_AUTH_JWKS_URL): without it,
+    # HS256 tokens are refused.
+    better_auth_secret: SecretStr | None = None
     better_auth_jwks_url: HttpUrl | None = None
-    # The front end's origin, where Better Auth runs: the OAuth authorization server that MCP
-    # clients are sent to (GET /.well-known/oauth-protected-resource).
-    better_auth_url: HttpUrl | None = None
+    # The front end's origin (Better Auth's own variable): its key set, and the iss/aud it signs.
+    better_auth_url: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
 
@@ -69,6 +110,13 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # One pooled connection per warm Lambda container; the local server may ask for more.
     db_pool_size: int = Field(default=1, ge=1, le=20)
+    # The EventBridge bus that task events are relayed to; unset: they stay in the outbox.
+    event_bus_name: str | None = Field(default=None, max_length=256)
+
+    @field_validator("event_bus_name", mode="before")
+    @classmethod
+    def _blank_bus_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @classmethod
     def settings_customise_sources(
@@ -79,6 +127,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The AWS source only returns what the environment lacks (or holds blank), so putting it
+        # before the environment lets a secret replace a blank variable, never a set one.
         return (init_settings, AwsSecretsSource(settings_cls), env_settings)
 
     @field_validator("cors_origins", mode="before")
@@ -92,14 +142,80 @@ class Settings(BaseSettings):
         "jwt_issuer",
         "jwt_audience",
         "better_auth_jwks_url",
-        "better_auth_url",
         "co_api_url",
         "co_api_key",
+        "better_auth_secret",
+        "better_auth_url",
         mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url_is_set(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError("must be set (directly, or through DATABASE_URL_SECRET_ID)")
+        return value
+
+    @field_validator("better_auth_secret")
+    @classmethod
+    def _secret_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < HS256_SECRET_MIN_BYTES:
+            raise ValueError(
+                f"must be at least {HS256_SECRET_MIN_BYTES} bytes for HS256"
+                " (generate one with `openssl rand -base64 32`)"
+            )
+        return value
+
+    @field_validator("better_auth_jwks_url")
+    @classmethod
+    def _key_set_over_tls(cls, value: HttpUrl | None) -> HttpUrl | None:
+        if value is not None:
+            require_https_unless_local(str(value))
+        return value
+
+    @field_validator("better_auth_url")
+    @classmethod
+    def _an_origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        try:
+            parts.port  # noqa: B018 - raises on an invalid port
+        except ValueError:
+            raise ValueError("invalid port") from None
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be the front end's origin, e.g. https://app.example.com")
+        if parts.path not in {"", "/"} or parts.query or parts.fragment:
+            raise ValueError(
+                "must be the front end's origin (scheme, host and port, no path),"
+                " e.g. https://app.example.com"
+            )
+        return require_https_unless_local(f"{parts.scheme}://{parts.netloc}")
+
+    @model_validator(mode="after")
+    def _some_way_to_verify_tokens(self) -> "Settings":
+        if (
+            self.better_auth_secret is None
+            and self.better_auth_url is None
+            and self.better_auth_jwks_url is None
+        ):
+            raise ValueError(
+                "BETTER_AUTH_SECRET: must be set (directly, or through"
+                " BETTER_AUTH_SECRET_SECRET_ID), unless BETTER_AUTH_URL or BETTER_AUTH_JWKS_URL"
+                " names a key set"
+            )
+        return self
+
+
+def _describe(issue: Any) -> str:
+    """`VARIABLE: what is wrong` (a check across variables names them in its message)."""
+    message = str(issue["msg"]).removeprefix("Value error, ")
+    if not issue["loc"]:
+        return message
+    return f"{'.'.join(str(part) for part in issue['loc']).upper()}: {message}"
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -107,10 +223,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc']).upper()}: {issue['msg']}"
-            for issue in error.errors()
-        )
+        problems = "; ".join(_describe(issue) for issue in error.errors())
         raise ConfigurationError(f"Invalid configuration: {problems}") from None
 
 

@@ -1,5 +1,6 @@
 """The task schema family: the table, what clients send, and what they get back."""
 
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Identity,
     Index,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -26,14 +28,21 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
+
+from todo_backend.tasks.recurrence import RECURRENCE_FORM, RECURRENCE_MAX, normalize
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 1000
 TAGS_MAX = 10
 TAG_MAX = 30
 IDEMPOTENCY_KEY_MAX = 255
+FINGERPRINT_LENGTH = 64
+# Checked before any item or field is validated, so a huge list or object fails fast with one
+# error instead of one per item (duplicates are allowed in a tags list, hence more than TAGS_MAX).
+TAGS_INPUT_MAX = 100
+FIELDS_INPUT_MAX = 32
 
 
 class Priority(StrEnum):
@@ -91,6 +100,12 @@ def _lower_tag(tag: str) -> str:
     return lowered
 
 
+def _cap_tags_input(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and len(value) > TAGS_INPUT_MAX:
+        raise ValueError(f"at most {TAGS_MAX} distinct tags ({len(value)} items sent)")
+    return value
+
+
 def _normalize_tags(tags: list[str]) -> list[str]:
     unique = list(dict.fromkeys(tags))
     if len(unique) > TAGS_MAX:
@@ -135,7 +150,7 @@ Tag = Annotated[
     AfterValidator(reject_control_characters),
     AfterValidator(_lower_tag),
 ]
-Tags = Annotated[list[Tag], AfterValidator(_normalize_tags)]
+Tags = Annotated[list[Tag], BeforeValidator(_cap_tags_input), AfterValidator(_normalize_tags)]
 DueDate = Annotated[datetime, BeforeValidator(parse_due_date)]
 # What the API returns: always UTC, whatever the database session's time zone.
 UtcDateTime = Annotated[datetime, AfterValidator(lambda value: value.astimezone(UTC))]
@@ -144,6 +159,7 @@ SearchText = Annotated[
     StringConstraints(min_length=1, max_length=200),
     BeforeValidator(reject_control_characters),
 ]
+Recurrence = Annotated[str, BeforeValidator(normalize), BeforeValidator(reject_control_characters)]
 IdempotencyKey = Annotated[
     str,
     StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_MAX),
@@ -176,11 +192,34 @@ class Task(SQLModel, table=True):
         CheckConstraint("priority IN ('low', 'medium', 'high')", name="ck_tasks_priority"),
         CheckConstraint(f"cardinality(tags) <= {TAGS_MAX}", name="ck_tasks_tags_count"),
         CheckConstraint("completed = (completed_at IS NOT NULL)", name="ck_tasks_completed_at"),
+        CheckConstraint(
+            "recurrence IS NULL OR due_date IS NOT NULL", name="ck_tasks_recurrence_due_date"
+        ),
+        CheckConstraint(f"recurrence ~ '{RECURRENCE_FORM}'", name="ck_tasks_recurrence_form"),
+        CheckConstraint("next_task_id <> id", name="ck_tasks_next_task_id"),
+        CheckConstraint(
+            "reminded_at IS NULL OR remind_at IS NOT NULL", name="ck_tasks_reminded_at"
+        ),
         Index("ix_tasks_user_created", "user_id", text("created_at DESC"), text("id DESC")),
         Index("ix_tasks_user_updated", "user_id", text("updated_at DESC"), text("id DESC")),
         Index("ix_tasks_user_due", "user_id", "due_date"),
         Index("ix_tasks_user_completed_created", "user_id", "completed", text("created_at DESC")),
         Index("ix_tasks_tags", "tags", postgresql_using="gin"),
+        # The reminders function's claim: due, undelivered, pending reminders of every user.
+        Index(
+            "ix_tasks_reminders_undelivered",
+            "remind_at",
+            postgresql_where=text(
+                "remind_at IS NOT NULL AND reminded_at IS NULL AND NOT completed"
+            ),
+        ),
+        # GET /api/reminders: one user's pending reminders, soonest first.
+        Index(
+            "ix_tasks_user_reminders",
+            "user_id",
+            "remind_at",
+            postgresql_where=text("remind_at IS NOT NULL AND NOT completed"),
+        ),
     )
 
     id: int | None = Field(
@@ -204,7 +243,16 @@ class Task(SQLModel, table=True):
     completed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     created_at: datetime | None = set_by_database_now()
     updated_at: datetime | None = set_by_database_now()
+    recurrence: str | None = Field(default=None, sa_column=Column(String(RECURRENCE_MAX)))
+    # The occurrence created when this one was completed (kept if that one is deleted).
+    next_task_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    remind_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    reminded_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(IDEMPOTENCY_KEY_MAX)))
+    # SHA-256 (hex) of the create's validated body: a key reused with another body is refused.
+    idempotency_fingerprint: str | None = Field(
+        default=None, sa_column=Column(String(FINGERPRINT_LENGTH))
+    )
 
 
 # --- what clients send and receive ----------------------------------------------------------------
@@ -212,6 +260,14 @@ class Task(SQLModel, table=True):
 
 class StrictModel(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_many_fields(cls, data: Any) -> Any:
+        # One error for an object with thousands of keys, not one per unknown key.
+        if isinstance(data, dict) and len(data) > FIELDS_INPUT_MAX:
+            raise ValueError(f"too many fields ({len(data)}); see the schema for the known ones")
+        return data
 
 
 class TaskCreate(StrictModel):
@@ -223,6 +279,18 @@ class TaskCreate(StrictModel):
     tags: Tags = Field(default_factory=list)
     due_date: DueDate | None = None
     completed: bool = False
+    recurrence: Recurrence | None = None
+    remind_at: DueDate | None = None
+
+    @model_validator(mode="after")
+    def _recurring_tasks_are_due(self) -> "TaskCreate":
+        _recurrence_needs_due_date(self)
+        return self
+
+
+def _recurrence_needs_due_date(data: Any) -> None:
+    if data.recurrence is not None and data.due_date is None:
+        raise ValueError("a recurring task needs a due_date")
 
 
 NON_NULLABLE_FIELDS = frozenset({"title", "priority", "tags", "completed"})
@@ -237,6 +305,8 @@ class TaskUpdate(StrictModel):
     tags: Tags | None = None
     due_date: DueDate | None = None
     completed: bool | None = None
+    recurrence: Recurrence | None = None
+    remind_at: DueDate | None = None
 
     @model_validator(mode="after")
     def _no_null_for_required_fields(self) -> "TaskUpdate":
@@ -247,6 +317,8 @@ class TaskUpdate(StrictModel):
         )
         if nulls:
             raise ValueError(f"{', '.join(nulls)} cannot be null")
+        if {"recurrence", "due_date"} <= self.model_fields_set:
+            _recurrence_needs_due_date(self)
         return self
 
 
@@ -267,6 +339,10 @@ class TaskPublic(SQLModel):
     completed_at: UtcDateTime | None
     created_at: UtcDateTime
     updated_at: UtcDateTime
+    recurrence: str | None = None
+    next_task_id: int | None = None
+    remind_at: UtcDateTime | None = None
+    reminded_at: UtcDateTime | None = None
 
 
 class TaskPage(SQLModel):
@@ -286,7 +362,91 @@ class TaskListQuery(SQLModel):
     due_before: DueDate | None = None
     due_after: DueDate | None = None
     overdue: bool | None = None
+    recurring: bool | None = None
     sort: TaskSort = TaskSort.created_at
     order: SortOrder = SortOrder.desc
     limit: int = Field(default=50, ge=1, le=100)
     offset: int = Field(default=0, ge=0, le=2**63 - 1)
+
+
+# --- tags, stats, reminders ---------------------------------------------------------------------
+
+
+class TagCount(SQLModel):
+    name: str
+    count: int
+
+
+class TagList(SQLModel):
+    items: list[TagCount]
+    total: int
+
+
+class PriorityCounts(SQLModel):
+    low: int
+    medium: int
+    high: int
+
+
+class TaskStats(SQLModel):
+    total: int
+    pending: int
+    completed: int
+    overdue: int
+    due_today: int
+    by_priority: PriorityCounts
+    completed_last_7_days: int
+
+
+class ReminderList(SQLModel):
+    items: list[TaskPublic]
+    total: int
+
+
+# --- the task event outbox --------------------------------------------------------------------
+
+EVENT_DETAIL_TYPES = (
+    "Task Created",
+    "Task Updated",
+    "Task Completed",
+    "Task Deleted",
+    "Task Reminder Due",
+)
+
+
+class TaskEvent(SQLModel, table=True):
+    """The outbox: one row per task change, written by the statement that makes the change and
+    relayed to EventBridge afterwards (`relayed_at`), at least once."""
+
+    __tablename__ = "task_events"
+    __table_args__ = (
+        UniqueConstraint("event_id", name="uq_task_events_event_id"),
+        CheckConstraint(
+            "detail_type IN ({})".format(", ".join(f"'{kind}'" for kind in EVENT_DETAIL_TYPES)),
+            name="ck_task_events_detail_type",
+        ),
+        CheckConstraint("jsonb_typeof(task) = 'object'", name="ck_task_events_task"),
+        # What the relay reads: events not yet relayed, oldest first.
+        Index("ix_task_events_unrelayed", "id", postgresql_where=text("relayed_at IS NULL")),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(always=False), primary_key=True)
+    )
+    event_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(UUID(as_uuid=True), nullable=False, server_default=func.gen_random_uuid()),
+    )
+    user_id: str = Field(sa_column=Column(Text, nullable=False))
+    task_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    detail_type: str = Field(sa_column=Column(String(32), nullable=False))
+    occurred_at: datetime | None = set_by_database_now()
+    # The task as the API returns it (TaskPublic's JSON).
+    task: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    relayed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # A relay run's lease on the event: another run skips it until then.
+    claimed_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    attempts: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
+    last_error: str | None = Field(default=None, sa_column=Column(String(200)))

@@ -3,52 +3,84 @@
 Ownership is part of each statement (`WHERE id = :id AND user_id = :user`), so another user's task
 behaves exactly like a missing one and no read-then-write race exists.
 
-Every change goes through `_change`: the data-modifying statement becomes a CTE (`changed`), and
-each `ChangeHook` adds an INSERT that reads from it (a task event, a chat record of the tool call).
-They commit together or not at all, in one statement and one round trip.
+Every change goes through `_change`: the data-modifying statement becomes a CTE (`changed`), its
+task event is INSERTed into the outbox from it (always), and each `ChangeHook` adds an INSERT that
+reads from it (e.g. a chat record of the tool call). They commit together or not at all, in one
+statement and one round trip: no change exists without its event.
+
+Completing a recurring task also creates its next occurrence in the same statement. The next due
+date comes from python-dateutil, so it is computed between two statements: the first (the only one
+for every other change) updates the task unless it is a recurring task becoming completed, and
+otherwise returns the task's schedule; the second completes it only if that schedule is still the
+same and no next occurrence exists yet (`next_task_id IS NULL`), setting `next_task_id` and
+inserting that occurrence. Concurrent completions race on that guard: exactly one wins.
 """
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Literal
 
 from sqlalchemy import (
     CTE,
     ColumnElement,
+    DateTime,
     Executable,
+    Select,
     and_,
+    bindparam,
     case,
+    column,
     delete,
+    false,
     func,
     literal_column,
     not_,
     nulls_last,
     or_,
     select,
+    table,
     true,
+    union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.expression import TableClause
 
+from todo_backend.core import errors
 from todo_backend.core.db import Database
-from todo_backend.core.errors import NotFoundError
+from todo_backend.core.errors import InvalidInputError, NotFoundError
 from todo_backend.core.observability import count
 from todo_backend.tasks.models import (
+    PriorityCounts,
     SortOrder,
+    TagCount,
+    TagList,
     Task,
     TaskCreate,
+    TaskEvent,
     TaskListQuery,
     TaskPage,
     TaskPublic,
     TaskSort,
+    TaskStats,
     TaskStatus,
     TaskUpdate,
 )
+from todo_backend.tasks.recurrence import Occurrence, next_occurrence
 
 tasks = Task.__table__  # type: ignore[attr-defined]
+task_events = TaskEvent.__table__  # type: ignore[attr-defined]
 PUBLIC_COLUMNS = [tasks.c[name] for name in TaskPublic.model_fields]
+# A completion retried this often after losing a race to a concurrent change gives up (409).
+COMPLETION_ATTEMPTS = 5
 
-ChangeKind = Literal["created", "updated", "deleted"]
+ChangeKind = Literal["created", "updated", "deleted", "reminded"]
 # Given the `changed` CTE (every column of the changed task rows, as RETURNING gives them) and
 # what kind of change it was, an INSERT ... SELECT FROM changed to commit along with the change.
 ChangeHook = Callable[[CTE, ChangeKind], Executable]
@@ -58,6 +90,27 @@ class TaskNotFoundError(NotFoundError):
     def __init__(self, task_id: int) -> None:
         super().__init__(f"Task {task_id} not found")
         self.task_id = task_id
+
+
+class TaskRuleError(errors.DomainError):
+    """A change the task's other fields do not allow (422, in FastAPI's validation shape)."""
+
+    status_code = 422
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = [{"type": "value_error", "loc": ["body", field], "msg": message}]  # type: ignore[assignment]
+
+
+class TaskConflictError(errors.DomainError):
+    status_code = 409
+
+
+# Check constraints whose violation is the client's doing, as (field, message).
+RULE_CONSTRAINTS = {
+    "ck_tasks_recurrence_due_date": ("due_date", "a recurring task needs a due_date"),
+}
 
 
 def _owned(user_id: str, task_id: int) -> ColumnElement[bool]:
@@ -81,6 +134,159 @@ def _task_or_raise(row: Any, task_id: int) -> TaskPublic:
     return TaskPublic.model_validate(dict(row))
 
 
+# --- task events (the outbox) ---------------------------------------------------------------------
+
+
+def task_json(columns: Any) -> ColumnElement[Any]:
+    """The task in `columns` (a table's or CTE's) as a jsonb object equal to the API's JSON.
+    `api_timestamp` (migration 0004) writes a timestamptz as pydantic does: UTC, `Z`,
+    microseconds only when there are any."""
+    pairs: list[ColumnElement[Any]] = []
+    for name in TaskPublic.model_fields:
+        value = columns[name]
+        if isinstance(tasks.c[name].type, DateTime):
+            value = func.api_timestamp(value)
+        pairs += [literal_column(f"'{name}'"), value]
+    return func.jsonb_build_object(*pairs)
+
+
+@cache
+def _rows_of(name: str, extra: tuple[str, ...] = ()) -> TableClause:
+    """The rows of CTE `name` (every task column, plus `extra`) as a plain table clause, built
+    once: naming a CTE object's columns would build column proxies for every statement, which
+    costs more Python time than the statement takes in the database."""
+    return table(
+        name,
+        *(column(task_column.name, task_column.type) for task_column in tasks.c),
+        *(column(extra_name) for extra_name in extra),
+    )
+
+
+@cache
+def _task_json_of(source: str) -> ColumnElement[Any]:
+    """`task_json` of the rows of CTE `source`, as SQL text compiled once per container: built as
+    an expression on every change it would cost more Python time than the statement's SQL.
+    (Keep it short, too: pg8000 rewrites the parameter style of every statement character by
+    character, in Python.)"""
+    named = table(source, *(column(name) for name in TaskPublic.model_fields))
+    compiled = task_json(named.c).compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    return literal_column(str(compiled))
+
+
+def _detail_type(changed: Any, kind: ChangeKind) -> ColumnElement[str]:
+    if kind == "updated":
+        # completed_at is set to now() only when a task becomes completed (it is kept otherwise).
+        return case(
+            (
+                and_(changed.c.completed, changed.c.completed_at == func.now()),
+                literal_column("'Task Completed'"),
+            ),
+            else_=literal_column("'Task Updated'"),
+        )
+    name = {"created": "Task Created", "deleted": "Task Deleted", "reminded": "Task Reminder Due"}
+    return literal_column(f"'{name[kind]}'")
+
+
+def _event_rows(changed: Any, kind: ChangeKind) -> Select[Any]:
+    """The outbox row of each changed task (not of an idempotent create's repeat)."""
+    rows = select(
+        changed.c.user_id, changed.c.id, _detail_type(changed, kind), _task_json_of(changed.name)
+    ).select_from(changed)
+    if "inserted" in changed.c:
+        rows = rows.where(changed.c.inserted)
+    return rows
+
+
+def _events(*rows: Select[Any]) -> Executable:
+    """One INSERT for all the statement's events, in the order given (the outbox's id order)."""
+    source = rows[0] if len(rows) == 1 else union_all(*rows)
+    return task_events.insert().from_select(["user_id", "task_id", "detail_type", "task"], source)
+
+
+def _next_occurrence_insert(changed: Any, following: Occurrence) -> Executable:
+    """The next occurrence of each changed task that has just been given a `next_task_id`:
+    same title, description, priority, tags and reminder offset, the next due date."""
+    due = bindparam("next_due_date", following.due_date, type_=DateTime(timezone=True))
+    rows = select(
+        changed.c.next_task_id,
+        changed.c.user_id,
+        changed.c.title,
+        changed.c.description,
+        changed.c.priority,
+        changed.c.tags,
+        due,
+        bindparam("next_recurrence", following.recurrence),
+        changed.c.remind_at + (due - changed.c.due_date),
+    ).where(changed.c.next_task_id.is_not(None))
+    if "inserted" in changed.c:
+        rows = rows.where(changed.c.inserted)
+    columns = [
+        "id",
+        "user_id",
+        "title",
+        "description",
+        "priority",
+        "tags",
+        "due_date",
+        "recurrence",
+        "remind_at",
+    ]
+    return insert(tasks).from_select(columns, rows).returning(*tasks.c)
+
+
+def _new_task_id() -> ColumnElement[int]:
+    return func.nextval(func.pg_get_serial_sequence(literal_column("'tasks'"), "id"))
+
+
+def change_statement(
+    dml: Any,
+    kind: ChangeKind,
+    hooks: Sequence[ChangeHook] = (),
+    *,
+    extra: Sequence[ColumnElement[Any]] = (),
+    following: Occurrence | None = None,
+    probe: Select[Any] | None = None,
+) -> Select[Any]:
+    """One statement: the INSERT/UPDATE/DELETE on tasks as CTE `changed`, its outbox events, the
+    next occurrence (`following`, for tasks given a `next_task_id`) with its own event, and the
+    hooks. It selects the changed tasks' public columns plus `extra`; with `probe` (a one-row
+    select), the probe's columns LEFT JOINed with them: one row even when nothing changed."""
+    changed_cte = dml.returning(*tasks.c, *extra).cte("changed")
+    # The statement's own parts name the CTE's columns through a light stand-in (see _rows_of).
+    changed = _rows_of("changed", tuple(element.name for element in extra))
+    ctes = [changed_cte]
+    events = [_event_rows(changed, kind)]
+    if following is not None:
+        ctes.append(_next_occurrence_insert(changed, following).cte("spawned"))
+        events.append(_event_rows(_rows_of("spawned"), "created"))
+    ctes.append(_events(*events).cte("event"))
+    ctes += [hook(changed_cte, kind).cte(f"hook_{index}") for index, hook in enumerate(hooks)]
+    names = [column.name for column in PUBLIC_COLUMNS] + [element.name for element in extra]
+    columns = [changed.c[name] for name in names]
+    if probe is None:
+        return select(*columns).select_from(changed).add_cte(*ctes)
+    probed = probe.subquery("probe")
+    return (
+        select(*columns, *(column.label(f"probe_{column.name}") for column in probed.c))
+        .select_from(probed.outerjoin(changed, true()))
+        .add_cte(*ctes)
+    )
+
+
+def _fetch_change(db: Database, statement: Executable, *, idempotent: bool = False) -> Any:
+    """Run a change statement; a violated rule between fields is a 422, not a 500."""
+    try:
+        return db.fetch_one(statement, idempotent=idempotent)
+    except DBAPIError as error:  # pg8000 reports a check violation as a ProgrammingError
+        fields = error.orig.args[0] if error.orig is not None and error.orig.args else None
+        constraint = fields.get("n") if isinstance(fields, dict) else None
+        if constraint in RULE_CONSTRAINTS:
+            raise TaskRuleError(*RULE_CONSTRAINTS[constraint]) from None
+        raise
+
+
 def _change(
     db: Database,
     dml: Any,
@@ -89,17 +295,13 @@ def _change(
     *,
     extra: Sequence[ColumnElement[Any]] = (),
     idempotent: bool = False,
+    following: Occurrence | None = None,
 ) -> RowMapping | None:
-    """Run an INSERT/UPDATE/DELETE on tasks with its hooks in one statement; the changed task's
-    public columns (plus `extra`), or None when no row changed."""
-    if not hooks:
-        return db.fetch_one(dml.returning(*PUBLIC_COLUMNS, *extra), idempotent=idempotent)
-    changed = dml.returning(*tasks.c, *extra).cte("changed")
-    names = [column.name for column in PUBLIC_COLUMNS] + [column.name for column in extra]
-    statement = select(*(changed.c[name] for name in names)).add_cte(
-        *(hook(changed, kind).cte(f"hook_{index}") for index, hook in enumerate(hooks))
-    )
-    return db.fetch_one(statement, idempotent=idempotent)
+    """Run an INSERT/UPDATE/DELETE on tasks with its event and hooks in one statement; the changed
+    task's public columns (plus `extra`), or None when no row changed."""
+    statement = change_statement(dml, kind, hooks, extra=extra, following=following)
+    result: RowMapping | None = _fetch_change(db, statement, idempotent=idempotent)
+    return result
 
 
 def _escape_like(value: str) -> str:
@@ -128,6 +330,10 @@ def _filters(user_id: str, query: TaskListQuery) -> list[ColumnElement[bool]]:
         conditions.append(tasks.c.due_date < query.due_before)
     if query.due_after is not None:
         conditions.append(tasks.c.due_date > query.due_after)
+    if query.recurring is not None:
+        conditions.append(
+            tasks.c.recurrence.is_not(None) if query.recurring else tasks.c.recurrence.is_(None)
+        )
     if query.overdue is True:
         conditions.append(and_(tasks.c.due_date < func.now(), not_(tasks.c.completed)))
     elif query.overdue is False:
@@ -180,6 +386,23 @@ def list_tasks(db: Database, user_id: str, query: TaskListQuery) -> TaskPage:
     )
 
 
+class IdempotencyKeyReusedError(InvalidInputError):
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was already used with a different request body;"
+            " use a new key for a new task",
+            loc=("header", "idempotency-key"),
+            error_type="idempotency_key_reused",
+        )
+
+
+def request_fingerprint(data: TaskCreate) -> str:
+    """SHA-256 of the validated body in canonical JSON: bodies that mean the same task (spacing,
+    key order, defaults spelled out or not) share it."""
+    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def create_task(
     db: Database,
     user_id: str,
@@ -187,18 +410,37 @@ def create_task(
     idempotency_key: str | None = None,
     hooks: Sequence[ChangeHook] = (),
 ) -> tuple[TaskPublic, bool]:
-    """Insert a task; with an idempotency key a repeat returns the first task (created=False).
+    """Insert a task; with an idempotency key a repeat returns the first task (created=False),
+    and a repeat with another body raises `IdempotencyKeyReusedError` (nothing is created).
 
     The unique (user_id, idempotency_key) constraint settles concurrent retries: ON CONFLICT DO
-    UPDATE waits for the winner and returns its row, in the same single statement.
+    UPDATE waits for the winner and returns its row when the stored fingerprint matches (no row
+    when it does not), in the same single statement.
     """
-    values = data.model_dump()
+    following = None
+    if data.completed and data.recurrence is not None and data.due_date is not None:
+        # Created already completed: its next occurrence comes with it (the moment of
+        # completion is this container's clock, the only time known before the statement).
+        following = next_occurrence(data.recurrence, data.due_date, datetime.now(UTC))
+    next_task = {"next_task_id": _new_task_id()} if following is not None else {}
+    values = data.model_dump() | next_task
     values["completed_at"] = func.now() if data.completed else None
-    statement = insert(tasks).values(user_id=user_id, idempotency_key=idempotency_key, **values)
+    fingerprint = request_fingerprint(data) if idempotency_key is not None else None
+    statement = insert(tasks).values(
+        user_id=user_id,
+        idempotency_key=idempotency_key,
+        idempotency_fingerprint=fingerprint,
+        **values,
+    )
     if idempotency_key is not None:
         statement = statement.on_conflict_do_update(
             constraint="uq_tasks_user_idempotency_key",
             set_={"idempotency_key": statement.excluded.idempotency_key},
+            # Rows from before fingerprints existed have none: any body repeats them.
+            where=or_(
+                tasks.c.idempotency_fingerprint.is_(None),
+                tasks.c.idempotency_fingerprint == statement.excluded.idempotency_fingerprint,
+            ),
         )
     # With a key, running it twice is harmless: the constraint returns the first row.
     row = _change(
@@ -208,8 +450,10 @@ def create_task(
         hooks,
         extra=[literal_column("xmax = 0").label("inserted")],
         idempotent=idempotency_key is not None,
+        following=following,
     )
-    assert row is not None
+    if row is None:  # only possible with a key: it exists with another fingerprint
+        raise IdempotencyKeyReusedError()
     inserted = bool(row["inserted"])
     if inserted:
         count("TasksCreated")
@@ -227,11 +471,73 @@ def _update(
     task_id: int,
     values: dict[str, Any],
     hooks: Sequence[ChangeHook] = (),
+    completed: bool | ColumnElement[bool] | None = None,
 ) -> TaskPublic:
-    statement = (
-        update(tasks).where(_owned(user_id, task_id)).values(**values, updated_at=func.now())
-    )
-    return _task_or_raise(_change(db, statement, "updated", hooks), task_id)
+    """Set `values` and, unless None, `completed` (a bool, or an expression for a toggle)."""
+    owned = _owned(user_id, task_id)
+    values = {**values, "updated_at": func.now()}
+    if "remind_at" in values:
+        # A new reminder time is a new reminder: not delivered yet.
+        values["reminded_at"] = case(
+            (tasks.c.remind_at.is_not_distinct_from(values["remind_at"]), tasks.c.reminded_at)
+        )
+    if completed is None:
+        statement = update(tasks).where(owned).values(**values)
+        return _task_or_raise(_change(db, statement, "updated", hooks), task_id)
+
+    becomes_completed = false() if completed is False else not_(tasks.c.completed)
+    if "recurrence" in values:
+        has_rule: ColumnElement[bool] = true() if values["recurrence"] is not None else false()
+    else:
+        has_rule = tasks.c.recurrence.is_not(None)
+    needs_next = and_(becomes_completed, has_rule, tasks.c.next_task_id.is_(None))
+    for _ in range(COMPLETION_ATTEMPTS):
+        # Every change but a recurring task's completion is done here, in one statement.
+        statement = (
+            update(tasks)
+            .where(owned, not_(needs_next))
+            .values(**values, **_completion_values(completed))
+        )
+        probe = select(tasks.c.due_date, tasks.c.recurrence, func.now().label("now")).where(owned)
+        row = _fetch_change(db, change_statement(statement, "updated", hooks, probe=probe))
+        if row is None:
+            raise TaskNotFoundError(task_id)
+        if row["id"] is not None:
+            return TaskPublic.model_validate(dict(row))
+        completed_task = _complete_recurring(db, owned, values, hooks, row)
+        if completed_task is not None:
+            return TaskPublic.model_validate(dict(completed_task))
+    raise TaskConflictError(f"Task {task_id} kept changing; try again")
+
+
+def _complete_recurring(
+    db: Database,
+    owned: ColumnElement[bool],
+    values: dict[str, Any],
+    hooks: Sequence[ChangeHook],
+    seen: RowMapping,
+) -> RowMapping | None:
+    """Complete a recurring task as `seen` (its schedule, the database's time) and create its next
+    occurrence, in one statement; None when the task changed meanwhile (the caller starts over)."""
+    due_date = values.get("due_date", seen["probe_due_date"])
+    recurrence = values.get("recurrence", seen["probe_recurrence"])
+    if due_date is None:
+        raise TaskRuleError(*RULE_CONSTRAINTS["ck_tasks_recurrence_due_date"])
+    following = next_occurrence(recurrence, due_date, seen["probe_now"])
+    guard = [
+        owned,
+        not_(tasks.c.completed),
+        tasks.c.next_task_id.is_(None),
+        tasks.c.due_date.is_not_distinct_from(seen["probe_due_date"]),
+        tasks.c.recurrence.is_not_distinct_from(seen["probe_recurrence"]),
+    ]
+    finishing = {**values, "completed": True, "completed_at": func.now()}
+    if following is not None:
+        # Still in the future at this statement's time, as it was at the first's.
+        guard.append(func.now() < following.due_date)
+        finishing["next_task_id"] = _new_task_id()
+    statement = update(tasks).where(*guard).values(**finishing)
+    return _change(db, statement, "updated", hooks, following=following)
 
 
 def replace_task(
@@ -243,8 +549,8 @@ def replace_task(
 ) -> TaskPublic:
     """PUT: every field takes the given value or its default."""
     values = data.model_dump()
-    values.update(_completion_values(data.completed))
-    return _update(db, user_id, task_id, values, hooks)
+    completed = values.pop("completed")
+    return _update(db, user_id, task_id, values, hooks, completed)
 
 
 def update_task(
@@ -258,9 +564,8 @@ def update_task(
     values = data.model_dump(exclude_unset=True)
     if not values:
         return get_task(db, user_id, task_id)
-    if "completed" in values:
-        values.update(_completion_values(values["completed"]))
-    return _update(db, user_id, task_id, values, hooks)
+    completed = values.pop("completed", None)
+    return _update(db, user_id, task_id, values, hooks, completed)
 
 
 def set_completion(
@@ -272,7 +577,7 @@ def set_completion(
 ) -> TaskPublic:
     """Mark done or not done; `None` toggles."""
     target = not_(tasks.c.completed) if completed is None else completed
-    return _update(db, user_id, task_id, _completion_values(target), hooks)
+    return _update(db, user_id, task_id, {}, hooks, target)
 
 
 def delete_task(
@@ -281,3 +586,67 @@ def delete_task(
     """Delete and return what was deleted."""
     statement = delete(tasks).where(_owned(user_id, task_id))
     return _task_or_raise(_change(db, statement, "deleted", hooks), task_id)
+
+
+# --- tags and stats -------------------------------------------------------------------------------
+
+
+def list_tags(db: Database, user_id: str) -> TagList:
+    """Every tag of the user's tasks with its task count, by name (code point order)."""
+    tagged = (
+        select(func.unnest(tasks.c.tags).label("name"))
+        .where(tasks.c.user_id == user_id)
+        .subquery("tagged")
+    )
+    statement = (
+        select(tagged.c.name, func.count().label("count"))
+        .group_by(tagged.c.name)
+        .order_by(tagged.c.name.collate("C"))
+    )
+    items = [TagCount.model_validate(dict(row)) for row in db.fetch_all(statement, idempotent=True)]
+    return TagList(items=items, total=len(items))
+
+
+def task_stats(db: Database, user_id: str) -> TaskStats:
+    """Counts over the user's tasks, in one statement. "Today" is the current UTC day; overdue
+    and due today count pending tasks only, as does `by_priority`."""
+    pending = not_(tasks.c.completed)
+    today = func.timezone(
+        literal_column("'UTC'"),
+        func.date_trunc(
+            literal_column("'day'"), func.timezone(literal_column("'UTC'"), func.now())
+        ),
+    )
+    one_day = literal_column("interval '1 day'")
+
+    def counted(*conditions: ColumnElement[bool]) -> Any:
+        return func.count().filter(and_(*conditions)) if conditions else func.count()
+
+    statement = select(
+        counted().label("total"),
+        counted(pending).label("pending"),
+        counted(tasks.c.completed).label("completed"),
+        counted(pending, tasks.c.due_date < func.now()).label("overdue"),
+        counted(pending, tasks.c.due_date >= today, tasks.c.due_date < today + one_day).label(
+            "due_today"
+        ),
+        *(
+            counted(pending, tasks.c.priority == priority).label(priority)
+            for priority in ("low", "medium", "high")
+        ),
+        counted(
+            tasks.c.completed,
+            tasks.c.completed_at >= func.now() - literal_column("interval '7 days'"),
+        ).label("completed_last_7_days"),
+    ).where(tasks.c.user_id == user_id)
+    row = db.fetch_one(statement, idempotent=True)
+    assert row is not None
+    return TaskStats(
+        total=row["total"],
+        pending=row["pending"],
+        completed=row["completed"],
+        overdue=row["overdue"],
+        due_today=row["due_today"],
+        by_priority=PriorityCounts(low=row["low"], medium=row["medium"], high=row["high"]),
+        completed_last_7_days=row["completed_last_7_days"],
+    )

@@ -14,13 +14,14 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
 from todo_backend.core.db import Database, DatabaseUnavailableError
-from todo_backend.core.errors import NotFoundError
+from todo_backend.core.errors import DomainError, NotFoundError
 from todo_backend.core.observability import logger
 from todo_backend.tasks import service as tasks
 from todo_backend.tasks.models import (
     Description,
     DueDate,
     Priority,
+    Recurrence,
     SearchText,
     StrictModel,
     Tag,
@@ -38,8 +39,21 @@ LIST_LIMIT_MAX = 50
 DUE_DATE_HELP = "ISO 8601 date or date-time; without an offset it is UTC."
 TAGS_HELP = "Short labels, at most 10."
 TASK_ID_HELP = "The id of the task, as list_tasks returns it."
+RECURRENCE_HELP = (
+    "Makes the task repeat: an RFC 5545 RRULE with FREQ=DAILY|WEEKLY|MONTHLY|YEARLY and optional "
+    "INTERVAL, BYDAY (weekly, e.g. MO,WE), BYMONTHDAY (monthly), COUNT or UNTIL. Needs a due_date "
+    "(the first occurrence). Completing the task creates the next occurrence."
+)
+REMIND_AT_HELP = (
+    "When to remind the user: ISO 8601 date-time (UTC without an offset), e.g. one hour before "
+    "the due date."
+)
 # A bare date is accepted too, which JSON schema's "date-time" format would deny.
 ToolDueDate = Annotated[DueDate, WithJsonSchema({"type": "string", "description": DUE_DATE_HELP})]
+ToolRemindAt = Annotated[DueDate, WithJsonSchema({"type": "string", "description": REMIND_AT_HELP})]
+ToolRecurrence = Annotated[
+    Recurrence, WithJsonSchema({"type": "string", "description": RECURRENCE_HELP})
+]
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,8 @@ class AddTaskArguments(StrictModel):
     priority: Priority = Priority.medium
     due_date: ToolDueDate | None = None
     tags: Tags = Field(default_factory=list, description=TAGS_HELP)
+    recurrence: ToolRecurrence | None = None
+    remind_at: ToolRemindAt | None = None
 
 
 class ListTasksArguments(StrictModel):
@@ -89,11 +105,26 @@ class UpdateTaskArguments(TaskIdArguments):
     priority: Priority | None = None
     due_date: ToolDueDate | None = None
     tags: Tags | None = Field(default=None, description=TAGS_HELP)
+    recurrence: ToolRecurrence | None = None
+    remind_at: ToolRemindAt | None = None
+
+
+class NoArguments(StrictModel):
+    pass
 
 
 # --- execution ------------------------------------------------------------------------------------
 
-SUMMARY_FIELDS = {"title", "description", "priority", "due_date", "tags", "completed"}
+SUMMARY_FIELDS = {
+    "title",
+    "description",
+    "priority",
+    "due_date",
+    "tags",
+    "completed",
+    "recurrence",
+    "remind_at",
+}
 
 
 def _summary(task: TaskPublic, status: str) -> dict[str, Any]:
@@ -128,11 +159,14 @@ def complete_task(context: ToolContext, arguments: CompleteTaskArguments) -> dic
     task = tasks.set_completion(
         context.db, context.user_id, arguments.task_id, arguments.completed, hooks=context.hooks
     )
-    return {
+    result: dict[str, Any] = {
         "task_id": task.id,
         "status": "completed" if task.completed else "pending",
         "title": task.title,
     }
+    if task.completed and task.next_task_id is not None:
+        result["next_task_id"] = task.next_task_id  # the next occurrence of a recurring task
+    return result
 
 
 def delete_task(context: ToolContext, arguments: TaskIdArguments) -> dict[str, Any]:
@@ -146,6 +180,10 @@ def update_task(context: ToolContext, arguments: UpdateTaskArguments) -> dict[st
         context.db, context.user_id, arguments.task_id, TaskUpdate(**changes), hooks=context.hooks
     )
     return _summary(task, "updated")
+
+
+def get_stats(context: ToolContext, arguments: NoArguments) -> dict[str, Any]:
+    return tasks.task_stats(context.db, context.user_id).model_dump(mode="json")
 
 
 # --- the registry ---------------------------------------------------------------------------------
@@ -197,9 +235,18 @@ TOOLS: dict[str, Tool] = {
         Tool("delete_task", "Delete a task permanently.", TaskIdArguments, delete_task),
         Tool(
             "update_task",
-            "Change a task's title, description, priority, due date or tags.",
+            "Change a task's title, description, priority, due date, tags, recurrence or "
+            "reminder time.",
             UpdateTaskArguments,
             update_task,
+        ),
+        Tool(
+            "get_stats",
+            "Counts of the user's tasks: total, pending, completed, overdue, due today (UTC), "
+            "pending by priority, completed in the last 7 days.",
+            NoArguments,
+            get_stats,
+            changes_tasks=False,
         ),
     )
 }
@@ -274,6 +321,8 @@ def execute_tool(
         return {"error": f"invalid arguments: {_validation_message(error)}"}
     except NotFoundError as error:
         return {"error": f"{error.detail}: it does not exist; call list_tasks to find ids"}
+    except DomainError as error:  # e.g. a recurrence without a due date
+        return {"error": str(error)}
     except DatabaseUnavailableError:
         return {"error": "the task database is unavailable right now"}
     except Exception:

@@ -1,0 +1,1 @@
+"""Task events: relaying the outbox to EventBridge."""
