@@ -1,7 +1,16 @@
-"""Benchmarks: cold start, warm latency, SQL round trips, artefact sizes; each against a baseline
-measured in the same run, printed as a ratio.
+"""Benchmarks: cold start with and without SnapStart, warm latency, SQL round trips, artefact
+sizes; each against a baseline measured in the same run, in interleaved rounds, reported as CPU
+time and wall time with the median of the per-round ratios (a busy machine slows both sides of a
+round alike), and checked against the targets of issue 13.
 
     make bench   (PYTHONPATH=.:layers/shared/python .venv/bin/python -m benchmarks.bench --help)
+
+Cold starts run the `sam build` output (x86_64, built once per run; `--skip-build` uses the
+repository and the virtualenv instead) in a fresh `python3.12 -S` with only that output on the
+path, the way Lambda does, and measure the process's CPU and wall time from its start to its first
+answer. Baseline: a bare FastAPI + Mangum hello from the same layer. The SnapStart rows run the
+functions' runtime hooks as Lambda does (tests/support/snapstart_probe.py) and measure the first
+request after the restore.
 
 Uses TEST_DATABASE_URL (a server to create a throwaway database on) or an embedded PostgreSQL.
 Not part of the test run: the figures are for reading, not for asserting.
@@ -12,14 +21,16 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +39,31 @@ from tests.support.tokens import TEST_SECRET, make_token
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / "layers" / "shared" / "python"
+PROBE = ROOT / "tests" / "support" / "snapstart_probe.py"
 
-Row = tuple[str, str, str, str]
+# measure, value, baseline, ratio[, wall, wall baseline, wall ratio, target, met]: a short row
+# (value, baseline, ratio) is fine; CPU figures go in the first three.
+Row = tuple[str, ...]
+HEADERS = (
+    "measure",
+    "CPU / value",
+    "baseline (same run)",
+    "ratio",
+    "wall",
+    "wall baseline",
+    "wall ratio",
+    "target",
+    "met",
+)
+
+# Issue 13's targets: ratio of CPU time to the baseline's.
+TARGETS = {
+    "cold start tasks": 1.8,
+    "cold start chat": 2.5,
+    "SnapStart tasks": 0.1,
+    "list 50 tasks": 2.0,
+    "create": 2.0,
+}
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -41,24 +75,33 @@ def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
 
-# --- cold start ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sample:
+    cpu: float
+    wall: float
 
-COLD_SCRIPT = textwrap.dedent(
-    """
-    import json, sys, time
-    started = time.perf_counter()
-    import importlib
-    module = importlib.import_module(sys.argv[1])
-    imported = time.perf_counter()
-    from tests.support.lambda_events import LambdaContext, http_api_event
-    event = http_api_event("GET", sys.argv[2], headers={"authorization": "Bearer " + sys.argv[3]})
-    response = module.handler(event, LambdaContext())
-    answered = time.perf_counter()
-    assert response["statusCode"] == 200, response
-    print(json.dumps({"import": imported - started, "first": answered - started,
-                      "cohere_loaded": "cohere" in sys.modules}))
-    """
-)
+
+def compared(
+    name: str, ours: Sequence[Sample], base: Sequence[Sample], what: str = "", target: str = ""
+) -> Row:
+    """One row: medians of each side, and the median of the per-round ratios (CPU and wall)."""
+    cpu_ratio = statistics.median(o.cpu / b.cpu for o, b in zip(ours, base, strict=True))
+    wall_ratio = statistics.median(o.wall / b.wall for o, b in zip(ours, base, strict=True))
+    limit = TARGETS.get(target)
+    return (
+        name,
+        fmt_ms(statistics.median(o.cpu for o in ours)),
+        fmt_ms(statistics.median(b.cpu for b in base)) + (f" ({what})" if what else ""),
+        f"{cpu_ratio:.2f}x",
+        fmt_ms(statistics.median(o.wall for o in ours)),
+        fmt_ms(statistics.median(b.wall for b in base)),
+        f"{wall_ratio:.2f}x",
+        f"<= {limit}x" if limit is not None else "",
+        ("yes" if cpu_ratio <= limit else "NO") if limit is not None else "",
+    )
+
+
+# --- cold start --------------------------------------------------------------------------------
 
 HELLO_APP = textwrap.dedent(
     """
@@ -76,34 +119,178 @@ HELLO_APP = textwrap.dedent(
 )
 
 
-def cold_start(module: str, path: str, token: str, runs: int, extra_path: str = "") -> dict:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [extra_path, str(ROOT), str(SHARED)])),
-    }
-    imports, firsts, cohere_loaded = [], [], False
-    for _ in range(runs):
-        output = (
-            subprocess.run(
-                [sys.executable, "-c", COLD_SCRIPT, module, path, token],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-                cwd=ROOT,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
+@dataclass(frozen=True)
+class Runtime:
+    """Where a function's code comes from: a build output (as in Lambda) or the repository."""
+
+    python: list[str]
+    paths: dict[str, list[str]]  # function -> PYTHONPATH entries
+    modules: dict[str, str]  # function -> module holding `handler`
+    label: str
+
+
+def build_runtime(build: Path | None, hello_dir: Path, hooks_dir: Path) -> Runtime:
+    """`python3.12 -S` with only the build output on the path (plus the hello app, and
+    snapshot_restore_py as Lambda's runtime provides it); without a build, the repository and
+    the virtualenv's site-packages."""
+    if build is not None:
+        layer = str(build / "SharedLayer" / "python")
+        return Runtime(
+            python=[sys.executable, "-S", "-P"],
+            paths={
+                "hello": [str(hello_dir), layer, str(hooks_dir)],
+                "tasks": [str(build / "TasksFunction"), layer, str(hooks_dir)],
+                "chat": [str(build / "ChatFunction"), layer, str(hooks_dir)],
+            },
+            modules={"hello": "hello_app", "tasks": "app", "chat": "app"},
+            label="sam build output",
         )
-        figures = json.loads(output)
-        imports.append(figures["import"])
-        firsts.append(figures["first"])
-        cohere_loaded = cohere_loaded or figures["cohere_loaded"]
-    return {
-        "import": statistics.median(imports),
-        "first": statistics.median(firsts),
-        "cohere_loaded": cohere_loaded,
+    import sysconfig
+
+    site = sysconfig.get_paths()["purelib"]
+    return Runtime(
+        python=[sys.executable, "-S", "-P"],
+        paths={
+            "hello": [str(hello_dir), site],
+            "tasks": [str(ROOT), str(SHARED), site],
+            "chat": [str(ROOT), str(SHARED), site],
+        },
+        modules={
+            "hello": "hello_app",
+            "tasks": "functions.tasks.app",
+            "chat": "functions.chat.app",
+        },
+        label="repository + virtualenv",
+    )
+
+
+def run_probe(
+    runtime: Runtime, function: str, events: list[dict[str, Any]], *, hooks: bool
+) -> dict[str, Any]:
+    """One fresh process: import, (SnapStart hooks,) events. Its result, plus `cold`: CPU and
+    wall time from the process's start to its first answer."""
+    with tempfile.TemporaryDirectory() as folder:
+        result_path = Path(folder) / "result.json"
+        request = {
+            "module": runtime.modules[function],
+            "events": events,
+            "result_path": str(result_path),
+            "hooks": hooks,
+        }
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(runtime.paths[function]),
+            "POWERTOOLS_SERVICE_NAME": function,
+        }
+        started = time.time()
+        completed = subprocess.run(
+            [*runtime.python, str(PROBE)],
+            input=json.dumps(request),
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            timeout=300,
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(f"{function} probe failed: {completed.stderr[-2000:]}")
+        result = json.loads(result_path.read_text())
+    first = result["responses"][0]
+    if first["status"] >= 300:
+        raise RuntimeError(f"{function}: first answer {first['status']}: {first['body'][:300]}")
+    result["cold"] = Sample(first["process_cpu_seconds"], first["answered_at"] - started)
+    result["first"] = Sample(first["cpu_seconds"], first["wall_seconds"])
+    return result
+
+
+def cold_start_rows(runtime: Runtime, token: str, fake: Any, rounds: int) -> list[Row]:
+    from tests.fakes.cohere_server import text_reply, tool_calls_reply
+    from tests.support.lambda_events import http_api_event
+
+    auth = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    health = [http_api_event("GET", "/api/health")]
+    listing = [http_api_event("GET", "/api/tasks", headers=auth)]
+    turn = [
+        http_api_event(
+            "POST", "/api/bench-user/chat", headers=auth, body='{"message": "What is pending?"}'
+        )
+    ]
+
+    def chat(hooks: bool) -> dict[str, Any]:
+        fake.script(tool_calls_reply(("list_tasks", {"status": "pending"})), text_reply("None."))
+        return run_probe(runtime, "chat", turn, hooks=hooks)
+
+    runs: dict[str, list[dict[str, Any]]] = {
+        key: [] for key in ("hello", "tasks", "chat", "tasks_snap", "chat_snap")
     }
+    for index in range(rounds):
+        print(f"  cold start round {index + 1}/{rounds}", file=sys.stderr, flush=True)
+        runs["hello"].append(run_probe(runtime, "hello", health, hooks=False))
+        runs["tasks"].append(run_probe(runtime, "tasks", listing, hooks=False))
+        runs["chat"].append(chat(hooks=False))
+        runs["tasks_snap"].append(run_probe(runtime, "tasks", listing, hooks=True))
+        runs["chat_snap"].append(chat(hooks=True))
+
+    hello = [run["cold"] for run in runs["hello"]]
+    hello_import = [
+        Sample(run["init_cpu_seconds"], run["init_cpu_seconds"]) for run in runs["hello"]
+    ]
+    what = "FastAPI + Mangum hello"
+    rows: list[Row] = [(f"cold starts: {runtime.label}, {rounds} rounds",)]
+    rows.append(
+        compared(
+            "cold start tasks: start + import + first request (GET 50)",
+            [run["cold"] for run in runs["tasks"]],
+            hello,
+            what,
+            "cold start tasks",
+        )
+    )
+    rows.append(
+        compared(
+            "cold start chat: start + import + first turn (1 tool call)",
+            [run["cold"] for run in runs["chat"]],
+            hello,
+            what,
+            "cold start chat",
+        )
+    )
+    for name in ("tasks", "chat"):
+        imports = [Sample(run["init_cpu_seconds"], run["init_cpu_seconds"]) for run in runs[name]]
+        row = compared(f"  {name}: import of the handler module", imports, hello_import, "hello's")
+        rows.append(row[:4])
+    rows.append(
+        compared(
+            "SnapStart tasks: first request after restore",
+            [run["first"] for run in runs["tasks_snap"]],
+            hello,
+            f"{what} cold start",
+            "SnapStart tasks",
+        )
+    )
+    rows.append(
+        compared(
+            "SnapStart chat: first turn after restore",
+            [run["first"] for run in runs["chat_snap"]],
+            hello,
+            f"{what} cold start",
+        )
+    )
+    for name in ("tasks_snap", "chat_snap"):
+        hooks = statistics.median(run["hooks_cpu_seconds"] for run in runs[name])
+        restore = statistics.median(run["restore_cpu_seconds"] for run in runs[name])
+        sockets = max(len(run["sockets_at_snapshot"]) for run in runs[name])
+        warmed = len(runs[name][0]["warm_up_requests"] or [])
+        rows.append(
+            (
+                f"  {name.split('_')[0]}: before-snapshot hooks / after-restore hooks (CPU)",
+                f"{fmt_ms(hooks)} / {fmt_ms(restore)}",
+                f"{warmed} warm-up requests, {sockets} sockets left",
+            )
+        )
+    loaded = any("cohere" in run["modules_at_snapshot"] for run in runs["tasks"])
+    rows.append(("tasks function imports cohere", str(loaded), "False"))
+    return rows
 
 
 # --- warm latency and SQL counting -----------------------------------------------------------
@@ -152,22 +339,34 @@ class StatementRecorder:
         result["round_trips"] = self.round_trips
 
 
-def time_calls(call: Callable[[], Any], iterations: int) -> list[float]:
-    samples = []
+def time_calls(call: Callable[[], Any], iterations: int) -> Sample:
+    """CPU and wall time of one call, averaged over `iterations` calls."""
+    cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(iterations):
-        started = time.perf_counter()
         call()
-        samples.append(time.perf_counter() - started)
-    return samples
+    return Sample(
+        (time.process_time() - cpu) / iterations, (time.perf_counter() - wall) / iterations
+    )
+
+
+def interleaved(
+    ours: Callable[[], Any], base: Callable[[], Any], rounds: int, per_round: int
+) -> tuple[list[Sample], list[Sample]]:
+    """`rounds` rounds, each timing `per_round` calls of ours and then of the baseline."""
+    ours_samples, base_samples = [], []
+    for _ in range(rounds):
+        ours_samples.append(time_calls(ours, per_round))
+        base_samples.append(time_calls(base, per_round))
+    return ours_samples, base_samples
 
 
 def raw_connection(database_url: str) -> Any:
-    import pg8000.dbapi
-
+    """The project's own one-round-trip pg8000 connection, without SQLAlchemy."""
     from todo_backend.core.db import parse_database_url
+    from todo_backend.core.pg_wire import PipelinedConnection
 
     target = parse_database_url(database_url)
-    connection = pg8000.dbapi.connect(
+    connection = PipelinedConnection(
         user=target.url.username or "postgres",
         password=target.url.password,
         host=target.url.host or "localhost",
@@ -179,19 +378,32 @@ def raw_connection(database_url: str) -> Any:
     return connection
 
 
-def replay(connection: Any, statements: list[tuple[str, Any]]) -> None:
-    cursor = connection.cursor()
-    for statement, params in statements:
-        cursor.execute(statement, params)
-        if cursor.description:
-            cursor.fetchall()
+def replayer(connection: Any, statements: list[tuple[str, Any]]) -> Callable[[], None]:
+    """Sends the statements a request sent the way an application using pg8000 directly would:
+    stock pg8000 DB-API cursor (`execute` + `fetchall`) over the project's one-round-trip
+    connection. (The project's own cursor caches the placeholder rewrite; this one is pg8000's.)"""
+    from pg8000.legacy import Cursor
+
+    def replay() -> None:
+        cursor = Cursor(connection)
+        for sql, params in statements:
+            cursor.execute(sql, params)
+            if cursor.description:
+                cursor.fetchall()
+
+    return replay
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=200)
-    parser.add_argument("--cold-runs", type=int, default=5)
-    parser.add_argument("--skip-build", action="store_true", help="skip the sam build sizes")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (warm)")
+    parser.add_argument("--per-round", type=int, default=20, help="calls per side per round")
+    parser.add_argument("--cold-rounds", type=int, default=7, help="rounds of cold processes")
+    parser.add_argument(
+        "--skip-build",
+        action="store_true",
+        help="no sam build: cold starts from the repository, no sizes",
+    )
     args = parser.parse_args()
 
     # The table is the output: keep the functions' JSON logs and EMF metrics off stdout.
@@ -204,14 +416,15 @@ def main() -> None:
         os.environ.update(DATABASE_URL=database_url, BETTER_AUTH_SECRET=TEST_SECRET)
         os.environ.pop("CO_API_KEY", None)
         token = make_token("bench-user", expires_in=3600)
-        with contextlib.redirect_stdout(io.StringIO()):  # EMF metrics are printed
+        with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
+            stack.enter_context(contextlib.redirect_stdout(io.StringIO()))  # EMF metrics
+            build = None if args.skip_build else sam_build(Path(folder) / "build")
             print("cold starts …", file=sys.stderr, flush=True)
-            rows += cold_start_rows(token, args.cold_runs)
+            rows += cold_rows(build, Path(folder), token, args.cold_rounds)
             print("warm latency …", file=sys.stderr, flush=True)
-            rows += warm_rows(database_url, token, args.iterations)
+            rows += warm_rows(database_url, token, args.rounds, args.per_round)
             if not args.skip_build:
-                print("sam build for sizes …", file=sys.stderr, flush=True)
-                rows += size_rows()
+                rows += size_rows(build)
     finally:
         from todo_backend.core.db import get_database
 
@@ -221,35 +434,42 @@ def main() -> None:
     print_table(rows)
 
 
-def cold_start_rows(token: str, runs: int) -> list[Row]:
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder, "hello_app.py").write_text(HELLO_APP)
-        base = cold_start("hello_app", "/api/health", token, runs, extra_path=folder)
-    tasks = cold_start("functions.tasks.app", "/api/tasks", token, runs)
-    chat = cold_start("functions.chat.app", "/api/bench-user/conversations", token, runs)
-    rows: list[Row] = []
-    for name, figures in (("tasks", tasks), ("chat", chat)):
-        rows.append(
-            (
-                f"cold start {name}: import",
-                fmt_ms(figures["import"]),
-                fmt_ms(base["import"]),
-                f"{figures['import'] / base['import']:.2f}x",
-            )
-        )
-        rows.append(
-            (
-                f"cold start {name}: import + first event",
-                fmt_ms(figures["first"]),
-                fmt_ms(base["first"]),
-                f"{figures['first'] / base['first']:.2f}x",
-            )
-        )
-    rows.append(("tasks function imports cohere", str(tasks["cohere_loaded"]), "False", ""))
-    return rows
+def sam_build(directory: Path) -> Path | None:
+    """scripts/sam_build.sh x86_64 into `directory`; None (with a note) when it cannot run."""
+    print("sam build (x86_64) …", file=sys.stderr, flush=True)
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "sam_build.sh"), "x86_64", "--build-dir", str(directory)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    if result.returncode != 0:
+        print(f"sam build failed, using the repository: {result.stderr[-500:]}", file=sys.stderr)
+        return None
+    return directory
 
 
-def warm_rows(database_url: str, token: str, iterations: int) -> list[Row]:
+def cold_rows(build: Path | None, folder: Path, token: str, rounds: int) -> list[Row]:
+    import snapshot_restore_py
+
+    from tests.fakes.cohere_server import FakeCohere
+
+    hello_dir, hooks_dir = folder / "hello", folder / "runtime"
+    hello_dir.mkdir()
+    hooks_dir.mkdir()
+    (hello_dir / "hello_app.py").write_text(HELLO_APP)
+    shutil.copy(snapshot_restore_py.__file__, hooks_dir)  # as Lambda's runtime provides it
+    runtime = build_runtime(build, hello_dir, hooks_dir)
+    with FakeCohere(strict=False) as fake:
+        os.environ.update(CO_API_KEY="bench", CO_API_URL=fake.base_url)
+        try:
+            return cold_start_rows(runtime, token, fake, rounds)
+        finally:
+            os.environ.pop("CO_API_KEY", None)
+            os.environ.pop("CO_API_URL", None)
+
+
+def warm_rows(database_url: str, token: str, rounds: int, per_round: int) -> list[Row]:
     import cohere
 
     from functions.tasks.app import handler as tasks_handler
@@ -270,17 +490,13 @@ def warm_rows(database_url: str, token: str, iterations: int) -> list[Row]:
         assert response["statusCode"] < 300, response
         return response
 
+    def create(title: str) -> int:
+        return json.loads(call(tasks_handler, "POST", "/api/tasks", {"title": title})["body"])["id"]
+
     for index in range(50):
         call(tasks_handler, "POST", "/api/tasks", {"title": f"Task {index}", "tags": ["bench"]})
-    task_id = json.loads(call(tasks_handler, "POST", "/api/tasks", {"title": "target"})["body"])[
-        "id"
-    ]
-    delete_ids = iter(
-        [
-            json.loads(call(tasks_handler, "POST", "/api/tasks", {"title": f"d{i}"})["body"])["id"]
-            for i in range(iterations + 3)
-        ]
-    )
+    task_id = create("target")
+    delete_ids = iter([create(f"d{i}") for i in range(rounds * per_round + 3)])
     # Completing a recurring task also creates its next occurrence; each call completes the
     # occurrence the previous call created.
     recurring = {
@@ -312,20 +528,22 @@ def warm_rows(database_url: str, token: str, iterations: int) -> list[Row]:
         ("complete a recurring task", complete_recurring),
     ]
     connection = raw_connection(database_url)
-    rows: list[Row] = []
+    what = "same SQL, raw pg8000"
+    rows: list[Row] = [(f"warm: {rounds} rounds x {per_round} calls per side",)]
     for name, scenario in scenarios:
         scenario()  # warm
         with recorder.measure() as counted:
             scenario()
-        samples = time_calls(scenario, iterations)
-        floor = time_calls(lambda: replay(connection, counted["statements"]), iterations)
-        rows += latency_rows(name, samples, floor, "same SQL via pg8000")
+        # (The recorded DELETE names one id: the baseline's repeats delete nothing, which costs
+        # the same statement and round trip.)
+        ours, base = interleaved(
+            scenario, replayer(connection, counted["statements"]), rounds, per_round
+        )
+        rows.append(compared(f"warm {name}", ours, base, what, name))
         rows.append(
             (
                 f"  {name}: SQL statements / round trips",
                 f"{len(counted['statements'])} / {counted['round_trips']}",
-                "",
-                "",
             )
         )
 
@@ -355,44 +573,33 @@ def warm_rows(database_url: str, token: str, iterations: int) -> list[Row]:
         chat_turn()
         with recorder.measure() as counted:
             chat_turn()
-        chat_iterations = max(20, iterations // 4)
-        samples = time_calls(chat_turn, chat_iterations)
-        floor = time_calls(
-            lambda: (bare_round_trips(), replay(connection, counted["statements"])),
-            chat_iterations,
+        replay = replayer(connection, counted["statements"])
+        ours, base = interleaved(
+            chat_turn,
+            lambda: (bare_round_trips(), replay()),
+            rounds,
+            max(2, per_round // 4),
         )
-        rows += latency_rows("chat turn, 1 tool call", samples, floor, "2 bare SDK calls + SQL")
+        rows.append(compared("warm chat turn, 1 tool call", ours, base, "2 bare SDK calls + SQL"))
         rows.append(
             (
                 "  chat turn: SQL statements / round trips",
                 f"{len(counted['statements'])} / {counted['round_trips']}",
-                "",
-                "",
             )
         )
+        os.environ.pop("CO_API_KEY", None)
+        os.environ.pop("CO_API_URL", None)
     connection.close()
     return rows
 
 
-def latency_rows(name: str, samples: list[float], floor: list[float], what: str) -> list[Row]:
-    median, p95 = statistics.median(samples), percentile(samples, 0.95)
-    floor_median, floor_p95 = statistics.median(floor), percentile(floor, 0.95)
-    return [
-        (
-            f"warm {name}: median",
-            fmt_ms(median),
-            f"{fmt_ms(floor_median)} ({what})",
-            f"{median / floor_median:.2f}x",
-        ),
-        (f"warm {name}: p95", fmt_ms(p95), fmt_ms(floor_p95), f"{p95 / floor_p95:.2f}x"),
-    ]
-
-
-def size_rows() -> list[Row]:
-    """Unzipped function + layer sizes of an x86_64 build against the budgets
-    (benchmarks/build_size.py)."""
+def size_rows(build: Path | None = None) -> list[Row]:
+    """Unzipped size of each function with the layer against the budgets
+    (benchmarks/build_size.py), from `build` or an x86_64 build of its own."""
     from benchmarks import build_size
 
+    if build is not None:
+        return build_size.rows(build_size.measure(build))
     with tempfile.TemporaryDirectory() as folder:
         try:
             build_size.build("x86_64", Path(folder) / "build")
@@ -402,15 +609,24 @@ def size_rows() -> list[Row]:
 
 
 def print_table(rows: list[Row]) -> None:
-    headers = ("measure", "value", "baseline (same run)", "ratio")
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(4)]
+    """Rows may be shorter than the headers (the missing cells are blank); a one-cell row is a
+    section title."""
+    width_of = len(HEADERS)
+    padded = [tuple(row) + ("",) * (width_of - len(row)) for row in rows]
+    cells = [row for row in padded if any(row[1:])]
+    widths = [max(len(str(row[i])) for row in [HEADERS, *cells]) for i in range(width_of)]
     line = "  ".join("-" * width for width in widths)
     print(line)
-    print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join(str(h).ljust(w) for h, w in zip(HEADERS, widths, strict=True)).rstrip())
     print(line)
-    for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    for row in padded:
+        if not any(row[1:]):
+            print(f"[{row[0]}]")
+            continue
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     print(line)
+    missed = [row[0].strip() for row in padded if row[8] == "NO"]
+    print("targets: " + ("all met" if not missed else "missed: " + "; ".join(missed)))
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ def test_postgres_scheme_and_remote_host_default_to_tls():
     ],
 )
 def test_local_hosts_and_sslmode_disable_skip_tls(url):
-    assert "ssl_context" not in parse_database_url(url).connect_args
+    # False: pg8000 then sends no SSLRequest (None would still negotiate TLS if offered)
+    assert parse_database_url(url).connect_args["ssl_context"] is False
 
 
 def test_unix_socket_directory_in_host_parameter():

@@ -19,8 +19,10 @@ from todo_backend.chat.models import (
     ConversationPage,
     MessageList,
 )
+from todo_backend.chat.warmup import prepare_cohere, release_cohere, warm_chat_routes
 from todo_backend.core.api import DatabaseDep, PathUser, create_app, errors
 from todo_backend.core.observability import instrumented
+from todo_backend.core.snapstart import register as register_snapstart
 
 app = create_app("Todo assistant API", "Manage your tasks in plain language.")
 
@@ -55,3 +57,4 @@ async def delete_conversation(user: PathUser, db: DatabaseDep, conversation_id: 
 
 
 handler = instrumented(Mangum(app, lifespan="off"))
+register_snapstart(app, warm_chat_routes, prepare=[prepare_cohere], release=[release_cohere])

@@ -19,6 +19,7 @@ from todo_backend.core.api import (
     user_router,
 )
 from todo_backend.core.observability import instrumented
+from todo_backend.core.snapstart import register as register_snapstart
 from todo_backend.tasks import reminders
 from todo_backend.tasks import service as tasks
 from todo_backend.tasks.models import (
@@ -33,6 +34,7 @@ from todo_backend.tasks.models import (
     TaskStats,
     TaskUpdate,
 )
+from todo_backend.tasks.warmup import warm_task_routes
 
 app = create_app("Todo tasks API", "Create, list, update and delete your tasks.")
 
@@ -128,3 +130,4 @@ async def due_reminders(user: CurrentUser, db: DatabaseDep) -> ReminderList:
 include_user_routes(app, router)
 
 handler = instrumented(Mangum(app, lifespan="off"))
+register_snapstart(app, warm_task_routes)

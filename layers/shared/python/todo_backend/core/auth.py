@@ -1,6 +1,7 @@
 """JWT verification for tokens issued by Better Auth: the `sub` claim is the only identity."""
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from functools import cache
 
 import jwt
@@ -77,6 +78,11 @@ def is_valid_subject(subject: object) -> bool:
     )
 
 
+# Tokens already verified, kept until they expire: a front end sends the same token with every
+# request, and verifying it (two base64/JSON parses and an HMAC) is a large part of a warm request.
+VERIFIED_TOKENS_MAX = 1024
+
+
 @dataclass(frozen=True)
 class TokenVerifier:
     """Checks signature, expiry, and (when configured) issuer and audience; returns `sub`."""
@@ -85,6 +91,10 @@ class TokenVerifier:
     jwks: jwt.PyJWKClient | None
     issuer: str | None
     audience: str | None
+    # token -> (subject, valid from, valid until), leeway included
+    verified: dict[str, tuple[str, float, float]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "TokenVerifier":
@@ -110,6 +120,20 @@ class TokenVerifier:
         )
 
     def verify(self, token: str) -> str:
+        known = self.verified.get(token)
+        if known is not None:
+            subject, valid_from, valid_until = known
+            if valid_from <= time.time() < valid_until:
+                return subject
+            del self.verified[token]
+        subject, valid_from, valid_until = self._verify(token)
+        if len(self.verified) >= VERIFIED_TOKENS_MAX:
+            del self.verified[next(iter(self.verified))]  # the oldest
+        self.verified[token] = (subject, valid_from, valid_until)
+        return subject
+
+    def _verify(self, token: str) -> tuple[str, float, float]:
+        """The subject, and the period in which the token is valid (leeway included)."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -139,7 +163,9 @@ class TokenVerifier:
         if not is_valid_subject(subject):
             raise AuthenticationError("Invalid token")
         assert isinstance(subject, str)
-        return subject
+        not_before = claims.get("nbf")
+        valid_from = float(not_before) - LEEWAY_SECONDS if not_before is not None else 0.0
+        return subject, valid_from, float(claims["exp"]) + LEEWAY_SECONDS
 
     def _signing_key(self, token: str) -> object:
         assert self.jwks is not None

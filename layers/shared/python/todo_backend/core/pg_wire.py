@@ -4,9 +4,14 @@ pg8000 runs an unnamed statement as Parse+Sync, Describe+Sync, then Bind+Execute
 for the server after each. The extended protocol allows sending Parse, Bind, Describe (portal),
 Execute and Sync together, as libpq-based drivers do; the statement stays unnamed, so this is
 safe under PgBouncer's transaction pooling. Measured by `make bench` (round trips per request).
+
+pg8000 also rewrites each statement's `%s` placeholders to `$1, $2, ...` by scanning it character
+by character, on every execution; SQLAlchemy sends the same few statement texts over and over, so
+the rewritten text is cached here (per process, bounded).
 """
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from pg8000.converters import array_out, make_params, timestamptz_in
@@ -20,8 +25,9 @@ from pg8000.core import (
     _flush,
     _write,
 )
-from pg8000.exceptions import InterfaceError
-from pg8000.legacy import Connection
+from pg8000.dbapi import IntegrityError, ProgrammingError, convert_paramstyle
+from pg8000.exceptions import DatabaseError, InterfaceError
+from pg8000.legacy import Connection, Cursor
 
 TIMESTAMPTZ_OID = 1184
 
@@ -59,6 +65,47 @@ def array_literal(values: list[Any]) -> str:
     return "{" + ",".join(elements) + "}"
 
 
+@lru_cache(maxsize=512)
+def numbered_placeholders(statement: str) -> str:
+    """`%s` placeholders as `$1, $2, ...` (and `%%` as `%`), as pg8000 would rewrite them."""
+    converted, _ = convert_paramstyle("format", statement, ())
+    return converted
+
+
+class PipelinedCursor(Cursor):
+    """pg8000's cursor, with the placeholder rewrite of positional (`format`) statements cached."""
+
+    def execute(self, operation: str, args: Any = (), stream: Any = None) -> "PipelinedCursor":
+        # Anything but a positional statement on an open autocommit connection (the engine's
+        # only use) takes pg8000's own path: its errors for closed cursors, implicit BEGIN, COPY.
+        if (
+            stream is not None
+            or not args
+            or self.paramstyle != "format"
+            or not isinstance(args, (tuple, list))
+            or self._c is None
+            or self._c._sock is None
+            or not self._c.autocommit
+        ):
+            super().execute(operation, args, stream)
+            return self
+        try:
+            self._context = self._c.execute_unnamed(
+                numbered_placeholders(operation), vals=args, oids=self._input_oids
+            )
+        except DatabaseError as error:
+            # The mapping pg8000's own Cursor.execute applies.
+            message = error.args[0]
+            code = message.get("C") if isinstance(message, dict) else None
+            mapped = {"28000": InterfaceError, "23505": IntegrityError}.get(code, ProgrammingError)
+            raise mapped(message) from None
+        rows = self._context.rows
+        self._row_iter = iter(() if rows is None else rows)
+        self._input_oids = ()
+        self.input_types = []
+        return self
+
+
 class PipelinedConnection(Connection):
     """A pg8000 connection whose unnamed statements take one round trip."""
 
@@ -67,6 +114,9 @@ class PipelinedConnection(Connection):
         self.register_in_adapter(TIMESTAMPTZ_OID, parse_timestamptz)
         # Every list parameter (tasks.tags, and any other array) goes through this adapter.
         self.register_out_adapter(list, array_literal)
+
+    def cursor(self) -> PipelinedCursor:
+        return PipelinedCursor(self)
 
     def execute_unnamed(
         self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None

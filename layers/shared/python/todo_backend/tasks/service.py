@@ -19,12 +19,15 @@ inserting that occurrence. Concurrent completions race on that guard: exactly on
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from enum import Enum
+from functools import cache, lru_cache
 from typing import Any, Literal
 
 from sqlalchemy import (
     CTE,
+    BigInteger,
     ColumnElement,
     DateTime,
     Executable,
@@ -32,6 +35,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     column,
     delete,
     false,
@@ -47,7 +51,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import TableClause
@@ -79,6 +83,9 @@ task_events = TaskEvent.__table__  # type: ignore[attr-defined]
 PUBLIC_COLUMNS = [tasks.c[name] for name in TaskPublic.model_fields]
 # A completion retried this often after losing a race to a concurrent change gives up (409).
 COMPLETION_ATTEMPTS = 5
+
+# In a query's shape: a value sent as a bind parameter (its value does not shape the statement).
+BOUND = "<bound>"
 
 ChangeKind = Literal["created", "updated", "deleted", "reminded"]
 # Given the `changed` CTE (every column of the changed task rows, as RETURNING gives them) and
@@ -304,11 +311,16 @@ def _change(
     return result
 
 
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _contains_text(column: Any, text: Any) -> ColumnElement[bool]:
+    """Case-insensitive substring test, with no pattern characters to escape (unlike ILIKE)."""
+    return func.strpos(func.lower(column), func.lower(text)) > 0
 
 
-def _filters(user_id: str, query: TaskListQuery) -> list[ColumnElement[bool]]:
+def _filters(user_id: Any, query: TaskListQuery) -> list[ColumnElement[bool]]:
+    """The list's WHERE conditions. `_list_statement` calls it once per query shape, with a query
+    in which every value but the enums and booleans is a bind parameter: compare columns with the
+    values, never compute with them in Python here (no `f"%{query.q}%"`), or the first request's
+    value would be compiled into the statement for all the others."""
     conditions: list[ColumnElement[bool]] = [tasks.c.user_id == user_id]
     if query.status is TaskStatus.pending:
         conditions.append(not_(tasks.c.completed))
@@ -317,13 +329,12 @@ def _filters(user_id: str, query: TaskListQuery) -> list[ColumnElement[bool]]:
     if query.priority is not None:
         conditions.append(tasks.c.priority == query.priority.value)
     if query.tag is not None:
-        conditions.append(tasks.c.tags.contains([query.tag]))
+        tag = cast(query.tag, tasks.c.tags.type.item_type)
+        conditions.append(tasks.c.tags.contains(array([tag])))
     if query.q is not None:
-        pattern = f"%{_escape_like(query.q)}%"
         conditions.append(
             or_(
-                tasks.c.title.ilike(pattern, escape="\\"),
-                tasks.c.description.ilike(pattern, escape="\\"),
+                _contains_text(tasks.c.title, query.q), _contains_text(tasks.c.description, query.q)
             )
         )
     if query.due_before is not None:
@@ -358,24 +369,70 @@ def _ordering(columns: Any, sort: TaskSort, order: SortOrder) -> list[ColumnElem
     return [primary, direction(columns.id)]
 
 
-def list_tasks(db: Database, user_id: str, query: TaskListQuery) -> TaskPage:
-    """One page of the user's tasks and the count of all matches, in one statement."""
-    conditions = _filters(user_id, query)
+def _is_structural(value: Any) -> bool:
+    """Enums and booleans choose the statement's structure; other values are parameters."""
+    return value is None or isinstance(value, (bool, Enum))
+
+
+def _shape(query: TaskListQuery) -> tuple[tuple[str, Any], ...]:
+    return tuple((name, value if _is_structural(value) else BOUND) for name, value in iter(query))
+
+
+@dataclass(frozen=True)
+class PreparedList:
+    """A list statement compiled once per query shape: its SQL text, and for each positional
+    parameter either the query field (or `user_id`) that supplies it or a constant."""
+
+    sql: str
+    parameters: tuple[tuple[str | None, Any], ...]
+
+
+@lru_cache(maxsize=256)
+def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> PreparedList:
+    """The list statement for every query of this shape, compiled once: building and compiling
+    it per request cost more CPU than sending it."""
+    template = TaskListQuery.model_construct(
+        **{name: bindparam(name) if value is BOUND else value for name, value in shape}
+    )
+    conditions = _filters(bindparam("user_id"), template)
     counts = select(func.count().label("total")).where(*conditions).subquery("counts")
     page = (
         select(*PUBLIC_COLUMNS)
         .where(*conditions)
-        .order_by(*_ordering(tasks.c, query.sort, query.order))
-        .limit(query.limit)
-        .offset(query.offset)
+        .order_by(*_ordering(tasks.c, template.sort, template.order))
+        .limit(bindparam("limit", type_=BigInteger))
+        .offset(bindparam("offset", type_=BigInteger))
         .lateral("page")
     )
     statement = (
         select(counts.c.total, page)
         .select_from(counts.outerjoin(page, true()))
-        .order_by(*_ordering(page.c, query.sort, query.order))
+        .order_by(*_ordering(page.c, template.sort, template.order))
     )
-    rows = db.fetch_all(statement, idempotent=True)
+    compiled = statement.compile(dialect=dialect)
+    named = {"user_id", "limit", "offset"} | {name for name, value in shape if value is BOUND}
+    processors = compiled._bind_processors
+    parameters: list[tuple[str | None, Any]] = []
+    for name in compiled.positiontup or ():
+        if name in named:
+            # Sent as given: a value that needs a bind processor would need it per request.
+            if name in processors:
+                raise TypeError(f"list parameter {name!r} needs a bind processor")
+            parameters.append((name, None))
+        else:
+            value = compiled.params[name]
+            parameters.append((None, processors[name](value) if name in processors else value))
+    return PreparedList(sql=compiled.string, parameters=tuple(parameters))
+
+
+def list_tasks(db: Database, user_id: str, query: TaskListQuery) -> TaskPage:
+    """One page of the user's tasks and the count of all matches, in one statement."""
+    prepared = _list_statement(_shape(query), db.engine.dialect)
+    values = {**query.__dict__, "user_id": user_id}
+    parameters = tuple(
+        constant if name is None else values[name] for name, constant in prepared.parameters
+    )
+    rows = db.fetch_all_sql(prepared.sql, parameters, idempotent=True)
     return TaskPage.model_validate(
         {
             "items": [row for row in rows if row["id"] is not None],
