@@ -4,6 +4,7 @@ creates it deletes again, and `forget_warm_up_events` (a `release` hook) deletes
 those writes queued in the outbox, so that publishing a version publishes no event for the
 synthetic user."""
 
+from todo_backend.core.observability import logger
 from todo_backend.core.snapstart import WARM_UP_USER, WarmUpClient
 
 LIST_QUERIES: tuple[dict[str, str], ...] = (
@@ -70,4 +71,6 @@ def forget_warm_up_events() -> int:
         .scalar_subquery()
     )
     statement = delete(task_events).where(task_events.c.id.in_(unleased))
-    return get_database().run(lambda connection: connection.execute(statement).rowcount)
+    deleted = int(get_database().run(lambda connection: connection.execute(statement).rowcount))
+    logger.info("warm-up task events deleted", extra={"events": deleted})
+    return deleted
