@@ -119,6 +119,7 @@ def test_secrets_are_referenced_never_inlined_and_each_role_reads_only_its_own(
         "TasksFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
         "ChatFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn", "CohereApiKeySecretArn"},
         "McpFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
+        "RemindersFunction": {"DatabaseUrlSecretArn"},
     }
     for function, secrets in expected.items():
         properties = resources[function]["Properties"]
@@ -127,7 +128,11 @@ def test_secrets_are_referenced_never_inlined_and_each_role_reads_only_its_own(
         for name in ("DATABASE_URL", "BETTER_AUTH_SECRET", "CO_API_KEY"):
             assert variables.get(name, "") == "", f"{function} sets {name} in plain text"
         assert "CORS_ORIGINS" not in variables
-        secret_ids = {key: value for key, value in variables.items() if key.endswith("_SECRET_ID")}
+        secret_ids = {
+            key: value
+            for key, value in variables.items()
+            if key.endswith("_SECRET_ID") and value != ""  # "": this function reads no such secret
+        }
         assert {value["Ref"] for value in secret_ids.values()} == secrets
         statements = [
             statement
@@ -137,7 +142,15 @@ def test_secrets_are_referenced_never_inlined_and_each_role_reads_only_its_own(
         ]
         assert len(statements) == 1
         assert statements[0]["Action"] == "secretsmanager:GetSecretValue"
-        assert {resource["Ref"] for resource in statements[0]["Resource"]} == secrets
+        # An optional secret (BetterAuthSecretArn may be blank) is granted only when given.
+        assert {
+            resource["Ref"] if "Ref" in resource else resource["Fn::If"][1]["Ref"]
+            for resource in statements[0]["Resource"]
+        } == secrets
+        for resource in statements[0]["Resource"]:
+            if "Fn::If" in resource:
+                assert resource["Fn::If"][0] == "HasBetterAuthSecret"
+                assert resource["Fn::If"][2] == {"Ref": "AWS::NoValue"}
         assert properties["LoggingConfig"]["LogGroup"]["Ref"] in resources
     assert resources["ChatFunction"]["Properties"]["Timeout"] < 29  # API Gateway's own limit
 
