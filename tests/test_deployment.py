@@ -119,7 +119,7 @@ def test_secrets_are_referenced_never_inlined_and_each_role_reads_only_its_own(
         "TasksFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
         "ChatFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn", "CohereApiKeySecretArn"},
         "McpFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
-        "RemindersFunction": {"DatabaseUrlSecretArn"},
+        "RemindersFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
     }
     for function, secrets in expected.items():
         properties = resources[function]["Properties"]
