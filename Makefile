@@ -1,7 +1,14 @@
-.PHONY: dev test token migrate lint format bench build lock
+.DEFAULT_GOAL := help
+.PHONY: help dev test token migrate lint format openapi sam-local bench build lock
 
-dev:  ## run both functions at http://127.0.0.1:8000 on an embedded PostgreSQL
-	scripts/dev.sh
+# Settings passed on the command line or from the environment: make dev PORT=8001
+PORT ?= 8000
+
+help:  ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+dev:  ## run every function at http://127.0.0.1:8000 (or PORT=...) on an embedded PostgreSQL
+	PORT=$(PORT) exec scripts/dev.sh
 
 test:  ## the whole test suite (lint + pytest against real PostgreSQL)
 	scripts/test.sh
@@ -10,15 +17,24 @@ token:  ## mint a development token: make token USER=alice
 	@scripts/bootstrap.sh >&2
 	@.venv/bin/python -m scripts.dev_token "$(or $(USER_ID),$(USER))"
 
-migrate:  ## apply migrations to $$DATABASE_URL (use the direct, non-pooler URL)
+migrate:  ## apply migrations to DATABASE_URL (use the direct, non-pooler URL)
 	scripts/bootstrap.sh
 	.venv/bin/alembic upgrade head
 
-lint:
+lint:  ## ruff check and format check (installs .venv first when needed)
+	@scripts/bootstrap.sh
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
-format:
+format:  ## fix what ruff can and format the code
+	@scripts/bootstrap.sh
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+openapi:  ## write openapi.json (the whole API) from the functions' apps
+	@scripts/bootstrap.sh
+	.venv/bin/python -m scripts.openapi
+
+sam-local:  ## the functions in Lambda containers: sam local start-api against the local database (Docker)
+	scripts/sam_local.sh
 
 bench:  ## benchmark table: cold start, warm latency, SQL round trips, sizes (not part of tests)
 	scripts/bootstrap.sh

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Creates .venv (Python 3.12, as on Lambda) and installs requirements.lock when it changed.
+# Everything it prints goes to stderr (`make -s token` prints only the token on stdout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/progress.sh
 
 find_python() {
   if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
@@ -18,13 +20,14 @@ find_python() {
 
 if [ ! -x .venv/bin/python ]; then
   python=$(find_python)
-  echo "==> creating .venv"
+  echo "==> creating .venv" >&2
   if [ "$python" = "pyenv" ]; then
     PYENV_VERSION=3.12.1 python3.12 -m venv .venv
   else
     "$python" -m venv .venv
   fi
-  .venv/bin/python -m pip install --quiet --upgrade pip
+  with_progress "upgrading pip" .local/logs/pip-upgrade.log \
+    .venv/bin/python -m pip install --upgrade pip
 fi
 
 # requirements.lock pins every package with its hashes (`make lock` writes it): the exact files the
@@ -33,11 +36,13 @@ fi
 digest=$(sha256sum requirements.lock | cut -d' ' -f1)
 if [ "$(cat .venv/.requirements-digest 2>/dev/null)" != "$digest" ]; then
   if [ -x .venv/bin/uv ]; then
-    echo "==> syncing .venv with requirements.lock (hashes required)"
-    .venv/bin/uv pip sync --quiet --python .venv/bin/python --require-hashes requirements.lock
+    with_progress "syncing .venv with requirements.lock (hashes required)" \
+      .local/logs/uv-sync.log \
+      .venv/bin/uv pip sync --quiet --python .venv/bin/python --require-hashes requirements.lock
   else
-    echo "==> installing requirements.lock (hashes required; first run takes a minute)"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+    with_progress "installing requirements.lock into .venv (hashes required; about 2 minutes)" \
+      .local/logs/pip-install.log \
+      .venv/bin/python -m pip install --disable-pip-version-check --require-hashes \
       --no-deps -r requirements.lock
   fi
   echo "$digest" > .venv/.requirements-digest

@@ -119,13 +119,20 @@ def test_secrets_are_referenced_never_inlined_and_each_role_reads_only_its_own(
         "TasksFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
         "ChatFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn", "CohereApiKeySecretArn"},
         "McpFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
+        "RemindersFunction": {"DatabaseUrlSecretArn", "BetterAuthSecretArn"},
     }
     for function, secrets in expected.items():
         properties = resources[function]["Properties"]
         variables = {**shared, **properties["Environment"]["Variables"]}
-        for name in ("DATABASE_URL", "BETTER_AUTH_SECRET", "CO_API_KEY", "CORS_ORIGINS"):
-            assert name not in variables, f"{function} sets {name} in plain text"
-        secret_ids = {key: value for key, value in variables.items() if key.endswith("_SECRET_ID")}
+        # Declared empty (for sam local --env-vars), never given a value.
+        for name in ("DATABASE_URL", "BETTER_AUTH_SECRET", "CO_API_KEY"):
+            assert variables.get(name, "") == "", f"{function} sets {name} in plain text"
+        assert "CORS_ORIGINS" not in variables
+        secret_ids = {
+            key: value
+            for key, value in variables.items()
+            if key.endswith("_SECRET_ID") and value != ""  # "": this function reads no such secret
+        }
         assert {value["Ref"] for value in secret_ids.values()} == secrets
         statements = [
             statement
@@ -135,7 +142,15 @@ def test_secrets_are_referenced_never_inlined_and_each_role_reads_only_its_own(
         ]
         assert len(statements) == 1
         assert statements[0]["Action"] == "secretsmanager:GetSecretValue"
-        assert {resource["Ref"] for resource in statements[0]["Resource"]} == secrets
+        # An optional secret (BetterAuthSecretArn may be blank) is granted only when given.
+        assert {
+            resource["Ref"] if "Ref" in resource else resource["Fn::If"][1]["Ref"]
+            for resource in statements[0]["Resource"]
+        } == secrets
+        for resource in statements[0]["Resource"]:
+            if "Fn::If" in resource:
+                assert resource["Fn::If"][0] == "HasBetterAuthSecret"
+                assert resource["Fn::If"][2] == {"Ref": "AWS::NoValue"}
         assert properties["LoggingConfig"]["LogGroup"]["Ref"] in resources
     assert resources["ChatFunction"]["Properties"]["Timeout"] < 29  # API Gateway's own limit
 
@@ -187,7 +202,11 @@ def _actionlint_command() -> list[str] | None:
 
 
 def test_workflows_pass_actionlint():
-    assert sorted(path.name for path in WORKFLOWS.glob("*.yml")) == ["ci.yml", "deploy.yml"]
+    assert sorted(path.name for path in WORKFLOWS.glob("*.yml")) == [
+        "ci.yml",
+        "deploy.yml",
+        "sam-local.yml",
+    ]
     command = _actionlint_command()
     if command is None:
         pytest.skip(f"actionlint is not installed ({ACTIONLINT_INSTALL})")
@@ -301,8 +320,41 @@ class Build:
         return self.directory / "SharedLayer" / "python"
 
 
+def _run_with_progress(
+    config: pytest.Config, label: str, command: list[str], timeout: float, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """subprocess.run, printing `label: N s` past pytest's capture every 10 s while it runs
+    (nothing under xdist, whose workers have no terminal)."""
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    capture = config.pluginmanager.getplugin("capturemanager")
+
+    def say(line: str) -> None:
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"    ... {line}")
+
+    started = time.monotonic()
+    say(f"{label}: started")
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options
+    ) as process:
+        while True:
+            try:
+                stdout, stderr = process.communicate(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() - started > timeout:
+                    process.kill()
+                    raise
+                say(f"{label}: {time.monotonic() - started:.0f} s")
+    say(f"{label}: done in {time.monotonic() - started:.0f} s")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 @pytest.fixture(scope="session")
-def sam_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
+def sam_build(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Build]:
     """`scripts/sam_build.sh <this machine's architecture>` into a temporary directory, once."""
     if not _build_python_available():
         pytest.skip(PYTHON_312_MISSING)
@@ -313,7 +365,9 @@ def sam_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
     architecture = _machine_architecture()
     directory = tmp_path_factory.mktemp("sam") / "build"
     started = time.monotonic()
-    result = subprocess.run(
+    result = _run_with_progress(
+        pytestconfig,
+        f"sam build ({architecture}, about a minute)",
         [
             "bash",
             str(ROOT / "scripts" / "sam_build.sh"),
@@ -321,10 +375,8 @@ def sam_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
             "--build-dir",
             str(directory),
         ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=1500,
+        cwd=ROOT,
         env=_sam_env(),
     )
     seconds = time.monotonic() - started

@@ -17,6 +17,7 @@ from todo_backend.core.api import ErrorBody, authenticate, bearer, create_app
 from todo_backend.core.errors import AuthenticationError, DomainError
 from todo_backend.core.observability import instrumented
 from todo_backend.core.settings import get_settings
+from todo_backend.core.snapstart import register as register_snapstart
 from todo_backend.mcp.server import (
     MCP_PATH,
     METADATA_PATH,
@@ -25,6 +26,7 @@ from todo_backend.mcp.server import (
     protected_resource_metadata,
     serve,
 )
+from todo_backend.mcp.warmup import warm_mcp_routes
 
 app = create_app(
     "Todo MCP server",
@@ -107,3 +109,4 @@ async def oauth_protected_resource(request: Request) -> dict[str, Any]:
 
 
 handler = instrumented(Mangum(app, lifespan="off"))
+register_snapstart(app, warm_mcp_routes)

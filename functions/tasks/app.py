@@ -34,7 +34,7 @@ from todo_backend.tasks.models import (
     TaskStats,
     TaskUpdate,
 )
-from todo_backend.tasks.warmup import warm_task_routes
+from todo_backend.tasks.warmup import forget_warm_up_events, warm_task_routes
 
 app = create_app("Todo tasks API", "Create, list, update and delete your tasks.")
 
@@ -130,4 +130,4 @@ async def due_reminders(user: CurrentUser, db: DatabaseDep) -> ReminderList:
 include_user_routes(app, router)
 
 handler = instrumented(Mangum(app, lifespan="off"))
-register_snapstart(app, warm_task_routes)
+register_snapstart(app, warm_task_routes, release=[forget_warm_up_events])

@@ -4,12 +4,12 @@ tests/test_snapstart.py and benchmarks/bench.py):
     python tests/support/snapstart_probe.py < request.json
 
 stdin: {"module": ..., "events": [payload 2.0 events], "result_path": ..., "hooks": true}. The
-function module is imported (init), the runtime's before-snapshot hooks run in reverse order of
-registration as Lambda runs them, then the sockets still open are listed (what the snapshot would
-hold), the after-restore hooks run in order, and the events are sent to `module.handler`. With
-"hooks": false it is a plain cold start. stdout belongs to the function (its logs and EMF
-metrics); the result goes to result_path as JSON. Standard library only until the import, so
-that it can run with `python -S` and only a build output on PYTHONPATH.
+function module is imported (init) and the sockets it opened are listed, the runtime's before-
+snapshot hooks run in reverse order of registration as Lambda runs them, then the sockets still open
+are listed (what the snapshot would hold), the after-restore hooks run in order, and the events are
+sent to `module.handler` (HTTP or not). With "hooks": false it is a plain cold start. stdout belongs
+to the function (its logs and EMF metrics); the result goes to result_path as JSON. Standard library
+only until the import, so that it can run with `python -S` and only a build output on PYTHONPATH.
 """
 
 import importlib
@@ -63,6 +63,7 @@ def main() -> None:
     started = time.process_time()
     module = importlib.import_module(request["module"])
     init_cpu = time.process_time() - started
+    sockets_at_init = open_sockets() if hooks else []
 
     before: list = []
     after: list = []
@@ -90,8 +91,9 @@ def main() -> None:
         response = module.handler(event, LambdaContext(f"probe-{index}"))
         responses.append(
             {
-                "status": response["statusCode"],
-                "body": response.get("body"),
+                # A non-HTTP function (the scheduled reminders) returns its own outcome.
+                "status": response.get("statusCode"),
+                "body": response.get("body") if "statusCode" in response else response,
                 "cpu_seconds": time.process_time() - cpu,
                 "wall_seconds": time.perf_counter() - wall,
                 # Since the process started (interpreter start-up included), and the epoch time.
@@ -105,6 +107,7 @@ def main() -> None:
         "restore_cpu_seconds": restore_cpu,
         "hooks_registered": [len(before), len(after)],
         "warm_up_requests": warm_up,
+        "sockets_at_init": sockets_at_init,
         "sockets_at_snapshot": sockets_at_snapshot,
         "modules_at_snapshot": modules_at_snapshot,
         "responses": responses,

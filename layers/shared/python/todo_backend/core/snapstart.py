@@ -11,8 +11,11 @@ Before the snapshot
       instrumented one, so Powertools' cold-start flag and metric stay for the first real
       invocation): every hot code path is imported and run, SQLAlchemy's compiled statements
       and the list statement cache are filled, the TLS context exists. The requests are
-      authenticated by a token minted for `WARM_UP_USER` with the configured HS256 secret, so
-      the JWT path is warm too, and whatever they create they delete;
+      authenticated by a token minted for `WARM_UP_USER` with the configured HS256 secret and
+      the issuer/audience the verifier expects, so the JWT path is warm too, and whatever they
+      create they delete (`release` hooks also delete the task events those writes queued).
+      Without an HS256 secret (keys only from a JWKS URL) the warm-up stops at its first
+      authenticated request, with one log line;
     * drop the metrics the requests added, close every socket (the database pool, the AWS SDK
       clients that fetched the secrets, `release` callables such as the Cohere HTTP pool).
 
@@ -49,6 +52,11 @@ class WarmUpError(RuntimeError):
     """A warm-up request answered with a server error."""
 
 
+class NoWarmUpToken(RuntimeError):
+    """An authenticated warm-up request, but no token could be minted (no HS256 secret): the
+    warm-up stops there, so warm-ups send their unauthenticated requests first."""
+
+
 class WarmUpContext:
     """The Lambda context the warm-up requests carry."""
 
@@ -73,7 +81,7 @@ class WarmUpClient:
     """Sends API Gateway HTTP API (payload 2.0) events to the inner handler."""
 
     handler: AsgiHandler
-    token: str
+    token: str | None
     user: str = WARM_UP_USER
     sent: list[tuple[str, str, int]] = field(default_factory=list)
 
@@ -87,7 +95,8 @@ class WarmUpClient:
         headers: dict[str, str] | None = None,
         authenticated: bool = True,
     ) -> tuple[int, Any]:
-        """Status and decoded JSON body (None when empty); a 5xx raises `WarmUpError`."""
+        """Status and decoded JSON body (None when empty); a 5xx raises `WarmUpError`, an
+        authenticated request without a token `NoWarmUpToken`."""
         import base64
         import json
         import uuid
@@ -101,6 +110,8 @@ class WarmUpClient:
         if body is not None:
             headers["content-type"] = "application/json"
         if authenticated:
+            if self.token is None:
+                raise NoWarmUpToken(f"{method} {path} needs a token")
             headers["authorization"] = f"Bearer {self.token}"
         event = {
             "version": "2.0",
@@ -140,31 +151,39 @@ class WarmUpClient:
         return status, json.loads(payload) if payload else None
 
 
-def warm_up_token() -> str:
-    """A short-lived HS256 token for `WARM_UP_USER`, as Better Auth would issue it."""
+def warm_up_token() -> str | None:
+    """A short-lived HS256 token for `WARM_UP_USER`, as Better Auth would issue it (the `iss` and
+    `aud` the verifier expects, see `core.auth.expected_claims`); None without an HS256 secret
+    (keys only from a JWKS URL): nothing here can sign a token the function would accept."""
     import jwt
 
+    from todo_backend.core.auth import expected_claims
     from todo_backend.core.settings import get_settings
 
     settings = get_settings()
+    if settings.better_auth_secret is None:
+        return None
     now = int(time.time())
     claims: dict[str, Any] = {"sub": WARM_UP_USER, "iat": now, "exp": now + WARM_UP_TOKEN_SECONDS}
-    if settings.jwt_issuer:
-        claims["iss"] = settings.jwt_issuer
-    if settings.jwt_audience:
-        claims["aud"] = settings.jwt_audience
+    claims.update(expected_claims(settings).as_claims())
     return jwt.encode(claims, settings.better_auth_secret.get_secret_value(), algorithm="HS256")
 
 
 def close_connections() -> None:
-    """Close every socket this process holds open: the database pool and the AWS SDK clients
-    Powertools Parameters kept after fetching the secrets."""
+    """Close every socket this process holds open: the database pool, the AWS SDK clients
+    Powertools Parameters kept after fetching the secrets, and the outbox relay's EventBridge
+    client when one was built (it is built again, after the restore, on its next use)."""
     import gc
 
     from todo_backend.core.db import get_database
 
     if get_database.cache_info().currsize:
         get_database().engine.dispose()
+    relay = sys.modules.get("todo_backend.events.relay")
+    events_client = getattr(relay, "events_client", None)
+    if events_client is not None and events_client.cache_info().currsize:
+        events_client().close()
+        events_client.cache_clear()
     parameters = sys.modules.get("aws_lambda_powertools.utilities.parameters.base")
     providers: dict[str, Any] = getattr(parameters, "DEFAULT_PROVIDERS", {})
     for provider in providers.values():
@@ -177,7 +196,15 @@ def close_connections() -> None:
 
 def _warm(client: WarmUpClient, warm_up: Callable[[WarmUpClient], None]) -> None:
     client.token = warm_up_token()
-    warm_up(client)
+    if client.token is None:
+        logger.info(
+            "snapshot warm-up without authenticated requests: no BETTER_AUTH_SECRET to sign "
+            "an HS256 token (unauthenticated requests still warm the function)"
+        )
+    from contextlib import suppress
+
+    with suppress(NoWarmUpToken):  # the authenticated part is skipped, as logged above
+        warm_up(client)
 
 
 def before_snapshot(

@@ -1,8 +1,11 @@
 """The task routes' SnapStart warm-up (see `todo_backend.core.snapstart`): every route, in both
 path forms, the common list shapes and the error paths, for a synthetic user. The tasks it
-creates it deletes again."""
+creates it deletes again, and `forget_warm_up_events` (a `release` hook) deletes the task events
+those writes queued in the outbox, so that publishing a version publishes no event for the
+synthetic user."""
 
-from todo_backend.core.snapstart import WarmUpClient
+from todo_backend.core.observability import logger
+from todo_backend.core.snapstart import WARM_UP_USER, WarmUpClient
 
 LIST_QUERIES: tuple[dict[str, str], ...] = (
     {},
@@ -46,3 +49,28 @@ def warm_task_routes(client: WarmUpClient) -> None:
     finally:
         for task_id in created:
             client.request("DELETE", f"/api/tasks/{task_id}")
+
+
+def forget_warm_up_events() -> int:
+    """Delete the warm-up user's task events that are neither relayed nor leased by a relay run
+    (one statement; rows a concurrent claim holds are skipped, not waited for: that run
+    publishes them). How many were deleted."""
+    from sqlalchemy import delete, func, or_, select
+
+    from todo_backend.core.db import get_database
+    from todo_backend.tasks.service import task_events
+
+    unleased = (
+        select(task_events.c.id)
+        .where(
+            task_events.c.user_id == WARM_UP_USER,
+            task_events.c.relayed_at.is_(None),
+            or_(task_events.c.claimed_until.is_(None), task_events.c.claimed_until < func.now()),
+        )
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    statement = delete(task_events).where(task_events.c.id.in_(unleased))
+    deleted = int(get_database().run(lambda connection: connection.execute(statement).rowcount))
+    logger.info("warm-up task events deleted", extra={"events": deleted})
+    return deleted
