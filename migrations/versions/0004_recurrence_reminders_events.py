@@ -1,7 +1,7 @@
 """recurrence, reminders and the task event outbox
 
 Revision ID: 0004_recurrence_reminders_events
-Revises: 0005_idempotency_fingerprint
+Revises: 0003_idempotency_fingerprint
 Create Date: 2026-11-24 14:56:22.873665
 
 Backward compatible with the code already running: new nullable columns and a new table only.
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0004_recurrence_reminders_events"
-down_revision: str | None = "0005_idempotency_fingerprint"
+down_revision: str | None = "0003_idempotency_fingerprint"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

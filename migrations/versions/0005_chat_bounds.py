@@ -1,6 +1,6 @@
 """chat turns, tool call records and usage (bounded, exactly-once chat)
 
-Revision ID: 0003_chat_bounds
+Revision ID: 0005_chat_bounds
 Revises: 0004_recurrence_reminders_events
 Create Date: 2026-11-24 14:54:10.287190
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0003_chat_bounds"
+revision: str = "0005_chat_bounds"
 down_revision: str | None = "0004_recurrence_reminders_events"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

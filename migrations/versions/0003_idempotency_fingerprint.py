@@ -1,6 +1,6 @@
 """idempotency fingerprint: a create repeated with the same key must carry the same body
 
-Revision ID: 0005_idempotency_fingerprint
+Revision ID: 0003_idempotency_fingerprint
 Revises: 0002
 Create Date: 2026-11-24 15:10:00.000000
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_idempotency_fingerprint"
+revision: str = "0003_idempotency_fingerprint"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
