@@ -39,6 +39,8 @@ def test_snapstart_and_the_alias_are_set_once_for_every_function(template: dict[
     }
     globals_ = template["Globals"]["Function"]
     assert globals_["AutoPublishAlias"] == "live"
+    # A layer-only change must publish a version too (else `live` keeps the old layer).
+    assert globals_["AutoPublishAliasAllProperties"] is True
     assert globals_["SnapStart"] == {
         "ApplyOn": {"Fn::If": ["SnapStartEnabled", "PublishedVersions", "None"]}
     }
