@@ -65,9 +65,7 @@ from todo_backend.tasks.models import (
     SortOrder,
     TagCount,
     TagList,
-    Task,
     TaskCreate,
-    TaskEvent,
     TaskListQuery,
     TaskPage,
     TaskPublic,
@@ -75,11 +73,11 @@ from todo_backend.tasks.models import (
     TaskStats,
     TaskStatus,
     TaskUpdate,
+    task_events,
+    tasks,
 )
 from todo_backend.tasks.recurrence import Occurrence, next_occurrence
 
-tasks = Task.__table__  # type: ignore[attr-defined]
-task_events = TaskEvent.__table__  # type: ignore[attr-defined]
 PUBLIC_COLUMNS = [tasks.c[name] for name in TaskPublic.model_fields]
 # A completion retried this often after losing a race to a concurrent change gives up (409).
 COMPLETION_ATTEMPTS = 5
