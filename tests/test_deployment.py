@@ -593,6 +593,8 @@ NEVER_RUN_IMPORTS = {
     ("pydantic_settings.sources.providers.yaml", "yaml"): "YamlConfigSettingsSource only "
     "(core/settings.py does not use it), inside try/except ImportError; never in the layer",
     ("sqlalchemy.dialects", "sqlalchemy.dialects.mysql.mariadb"): "only for a mariadb:// URL",
+    ("uvicorn.config", "yaml"): "only for a YAML log config file (`log_config='….yaml'`), which "
+    "nothing passes (the MCP function runs under Mangum; uvicorn serves it locally only)",
 }
 
 
