@@ -594,7 +594,7 @@ NEVER_RUN_IMPORTS = {
     "(core/settings.py does not use it), inside try/except ImportError; never in the layer",
     ("sqlalchemy.dialects", "sqlalchemy.dialects.mysql.mariadb"): "only for a mariadb:// URL",
     ("uvicorn.config", "yaml"): "only for a YAML log config file (`log_config='….yaml'`), which "
-    "nothing passes (the MCP function runs under Mangum; uvicorn serves it locally only)",
+    "nothing passes (the MCP SDK imports uvicorn only to run a server itself; Mangum serves ours)",
 }
 
 
