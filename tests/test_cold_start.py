@@ -17,7 +17,8 @@ from tests.support.lambda_events import LambdaContext, http_api_event
 response = function.handler(http_api_event("GET", "/api/health"), LambdaContext())
 print(json.dumps({{
     "status": response["statusCode"],
-    "loaded": sorted(name for name in ("cohere", "boto3", "botocore.session", "httpx", "alembic")
+    "loaded": sorted(name for name in ("cohere", "boto3", "botocore.session", "httpx", "alembic",
+                                       "sqlmodel", "sqlalchemy.orm")
                      if name in sys.modules),
 }}))
 """
@@ -46,7 +47,8 @@ def test_tasks_function_imports_neither_cohere_nor_aws_sdk():
     # Given a fresh interpreter, When the tasks function starts and answers a health check
     probe = run_probe("functions.tasks.app")
     # Then it answered without touching the database, and loaded no chat or AWS SDK code
-    # (Powertools imports only the botocore package itself, for its user agent)
+    # (Powertools imports only the botocore package itself, for its user agent), nor SQLModel and
+    # SQLAlchemy's ORM (the task tables are Core tables)
     assert probe["status"] == 200
     assert probe["loaded"] == []
 

@@ -39,3 +39,36 @@ def test_enums_and_booleans_choose_the_statement():
     c = service._shape(TaskListQuery(status="pending", q="z"))
     assert a != b
     assert a == c
+
+
+def test_one_compiled_create_serves_every_value_of_a_shape(database: Any):
+    # Given no compiled create statement yet
+    alice, bob = new_user_id(), new_user_id()
+    service._create_statement.cache_clear()
+    # When tasks with different values, owners and idempotency keys are created
+    first, created = service.create_task(
+        database, alice, TaskCreate(title="one", tags=["a"], priority="high"), "key-1"
+    )
+    second, _ = service.create_task(
+        database, bob, TaskCreate(title="two", description="d", due_date="2030-01-02"), "key-1"
+    )
+    third, _ = service.create_task(database, alice, TaskCreate(title="three", completed=True))
+    fourth, _ = service.create_task(database, alice, TaskCreate(title="four", completed=True))
+    repeat, repeated = service.create_task(
+        database, alice, TaskCreate(title="one", tags=["a"], priority="high"), "key-1"
+    )
+    # Then each task holds its own values
+    assert created and (first.title, first.tags, first.priority) == ("one", ["a"], "high")
+    assert (second.title, second.description, second.due_date.isoformat()) == (
+        "two",
+        "d",
+        "2030-01-02T00:00:00+00:00",
+    )
+    assert third.completed and third.completed_at is not None
+    assert fourth.completed and fourth.id != third.id
+    assert not repeated and repeat.id == first.id
+    assert titles(database, alice) == ["four", "one", "three"]
+    assert titles(database, bob) == ["two"]
+    # And each shape (with a key and pending, without and completed) was compiled once
+    info = service._create_statement.cache_info()
+    assert (info.misses, info.hits) == (2, 3)

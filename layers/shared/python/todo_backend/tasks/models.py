@@ -1,6 +1,5 @@
 """The task schema family: the table, what clients send, and what they get back."""
 
-import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -10,6 +9,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     StringConstraints,
     model_validator,
 )
@@ -22,7 +22,9 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
@@ -30,7 +32,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
-from sqlmodel import Field, SQLModel
 
 from todo_backend.tasks.recurrence import RECURRENCE_FORM, RECURRENCE_MAX, normalize
 
@@ -172,95 +173,92 @@ IdempotencyKey = Annotated[
 
 
 def set_by_database_now() -> Any:
-    """A `timestamptz NOT NULL DEFAULT now()` column: the database's clock, not the container's."""
-    return Field(
-        default=None,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
-    )
+    """A `timestamptz NOT NULL DEFAULT now()` column of an SQLModel table (the chat tables): the
+    database's clock, not the container's."""
+    # Imported here: the task tables below are SQLAlchemy Core, and the tasks function never
+    # imports SQLModel (it would bring SQLAlchemy's ORM, ~75 ms of a cold start).
+    from sqlmodel import Field as TableField
+
+    return TableField(default=None, sa_column=_database_now())
 
 
-class Task(SQLModel, table=True):
-    __tablename__ = "tasks"
-    __table_args__ = (
-        UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency_key"),
-        CheckConstraint(
-            f"char_length(btrim(title)) BETWEEN 1 AND {TITLE_MAX}", name="ck_tasks_title_length"
-        ),
-        CheckConstraint(
-            f"description IS NULL OR char_length(description) <= {DESCRIPTION_MAX}",
-            name="ck_tasks_description_length",
-        ),
-        CheckConstraint("priority IN ('low', 'medium', 'high')", name="ck_tasks_priority"),
-        CheckConstraint(f"cardinality(tags) <= {TAGS_MAX}", name="ck_tasks_tags_count"),
-        CheckConstraint("completed = (completed_at IS NOT NULL)", name="ck_tasks_completed_at"),
-        CheckConstraint(
-            "recurrence IS NULL OR due_date IS NOT NULL", name="ck_tasks_recurrence_due_date"
-        ),
-        CheckConstraint(f"recurrence ~ '{RECURRENCE_FORM}'", name="ck_tasks_recurrence_form"),
-        CheckConstraint("next_task_id <> id", name="ck_tasks_next_task_id"),
-        CheckConstraint(
-            "reminded_at IS NULL OR remind_at IS NOT NULL", name="ck_tasks_reminded_at"
-        ),
-        Index("ix_tasks_user_created", "user_id", text("created_at DESC"), text("id DESC")),
-        Index("ix_tasks_user_updated", "user_id", text("updated_at DESC"), text("id DESC")),
-        Index("ix_tasks_user_due", "user_id", "due_date"),
-        Index("ix_tasks_user_completed_created", "user_id", "completed", text("created_at DESC")),
-        Index("ix_tasks_tags", "tags", postgresql_using="gin"),
-        # The reminders function's claim: due, undelivered, pending reminders of every user.
-        Index(
-            "ix_tasks_reminders_undelivered",
-            "remind_at",
-            postgresql_where=text(
-                "remind_at IS NOT NULL AND reminded_at IS NULL AND NOT completed"
-            ),
-        ),
-        # GET /api/reminders: one user's pending reminders, soonest first.
-        Index(
-            "ix_tasks_user_reminders",
-            "user_id",
-            "remind_at",
-            postgresql_where=text("remind_at IS NOT NULL AND NOT completed"),
-        ),
-    )
+def _database_now(name: str | None = None) -> Column[Any]:
+    column: Column[Any] = Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    if name is not None:
+        column.name = column.key = name
+    return column
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, Identity(always=False), primary_key=True)
-    )
-    user_id: str = Field(sa_column=Column(Text, nullable=False))
-    title: str = Field(sa_column=Column(String(TITLE_MAX), nullable=False))
-    description: str | None = Field(default=None, sa_column=Column(String(DESCRIPTION_MAX)))
-    completed: bool = Field(
-        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
-    )
-    priority: str = Field(
-        default=Priority.medium,
-        sa_column=Column(String(6), nullable=False, server_default=Priority.medium.value),
-    )
-    tags: list[str] = Field(
-        default_factory=list,
-        sa_column=Column(ARRAY(String(TAG_MAX)), nullable=False, server_default=text("'{}'")),
-    )
-    due_date: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    completed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    created_at: datetime | None = set_by_database_now()
-    updated_at: datetime | None = set_by_database_now()
-    recurrence: str | None = Field(default=None, sa_column=Column(String(RECURRENCE_MAX)))
+
+# The task tables are SQLAlchemy Core tables: every statement of the service is Core, nothing
+# maps rows to objects. `metadata` holds them (migrations/env.py compares it with the database,
+# as it does SQLModel.metadata, which holds the chat tables).
+metadata = MetaData()
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("title", String(TITLE_MAX), nullable=False),
+    Column("description", String(DESCRIPTION_MAX)),
+    Column("completed", Boolean, nullable=False, server_default=false()),
+    Column("priority", String(6), nullable=False, server_default=Priority.medium.value),
+    Column("tags", ARRAY(String(TAG_MAX)), nullable=False, server_default=text("'{}'")),
+    Column("due_date", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    _database_now("created_at"),
+    _database_now("updated_at"),
+    Column("recurrence", String(RECURRENCE_MAX)),
     # The occurrence created when this one was completed (kept if that one is deleted).
-    next_task_id: int | None = Field(default=None, sa_column=Column(BigInteger))
-    remind_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    reminded_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    idempotency_key: str | None = Field(default=None, sa_column=Column(String(IDEMPOTENCY_KEY_MAX)))
+    Column("next_task_id", BigInteger),
+    Column("remind_at", DateTime(timezone=True)),
+    Column("reminded_at", DateTime(timezone=True)),
+    Column("idempotency_key", String(IDEMPOTENCY_KEY_MAX)),
     # SHA-256 (hex) of the create's validated body: a key reused with another body is refused.
-    idempotency_fingerprint: str | None = Field(
-        default=None, sa_column=Column(String(FINGERPRINT_LENGTH))
-    )
+    Column("idempotency_fingerprint", String(FINGERPRINT_LENGTH)),
+    UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency_key"),
+    CheckConstraint(
+        f"char_length(btrim(title)) BETWEEN 1 AND {TITLE_MAX}", name="ck_tasks_title_length"
+    ),
+    CheckConstraint(
+        f"description IS NULL OR char_length(description) <= {DESCRIPTION_MAX}",
+        name="ck_tasks_description_length",
+    ),
+    CheckConstraint("priority IN ('low', 'medium', 'high')", name="ck_tasks_priority"),
+    CheckConstraint(f"cardinality(tags) <= {TAGS_MAX}", name="ck_tasks_tags_count"),
+    CheckConstraint("completed = (completed_at IS NOT NULL)", name="ck_tasks_completed_at"),
+    CheckConstraint(
+        "recurrence IS NULL OR due_date IS NOT NULL", name="ck_tasks_recurrence_due_date"
+    ),
+    CheckConstraint(f"recurrence ~ '{RECURRENCE_FORM}'", name="ck_tasks_recurrence_form"),
+    CheckConstraint("next_task_id <> id", name="ck_tasks_next_task_id"),
+    CheckConstraint("reminded_at IS NULL OR remind_at IS NOT NULL", name="ck_tasks_reminded_at"),
+    Index("ix_tasks_user_created", "user_id", text("created_at DESC"), text("id DESC")),
+    Index("ix_tasks_user_updated", "user_id", text("updated_at DESC"), text("id DESC")),
+    Index("ix_tasks_user_due", "user_id", "due_date"),
+    Index("ix_tasks_user_completed_created", "user_id", "completed", text("created_at DESC")),
+    Index("ix_tasks_tags", "tags", postgresql_using="gin"),
+    # The reminders function's claim: due, undelivered, pending reminders of every user.
+    Index(
+        "ix_tasks_reminders_undelivered",
+        "remind_at",
+        postgresql_where=text("remind_at IS NOT NULL AND reminded_at IS NULL AND NOT completed"),
+    ),
+    # GET /api/reminders: one user's pending reminders, soonest first.
+    Index(
+        "ix_tasks_user_reminders",
+        "user_id",
+        "remind_at",
+        postgresql_where=text("remind_at IS NOT NULL AND NOT completed"),
+    ),
+)
 
 
 # --- what clients send and receive ----------------------------------------------------------------
 
 
-class StrictModel(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
     @classmethod
@@ -354,7 +352,7 @@ class TaskPage(BaseModel):
     offset: int
 
 
-class TaskListQuery(SQLModel):
+class TaskListQuery(BaseModel):
     """The list endpoint's query string."""
 
     status: TaskStatus = TaskStatus.all
@@ -374,23 +372,23 @@ class TaskListQuery(SQLModel):
 # --- tags, stats, reminders ---------------------------------------------------------------------
 
 
-class TagCount(SQLModel):
+class TagCount(BaseModel):
     name: str
     count: int
 
 
-class TagList(SQLModel):
+class TagList(BaseModel):
     items: list[TagCount]
     total: int
 
 
-class PriorityCounts(SQLModel):
+class PriorityCounts(BaseModel):
     low: int
     medium: int
     high: int
 
 
-class TaskStats(SQLModel):
+class TaskStats(BaseModel):
     total: int
     pending: int
     completed: int
@@ -400,7 +398,7 @@ class TaskStats(SQLModel):
     completed_last_7_days: int
 
 
-class ReminderList(SQLModel):
+class ReminderList(BaseModel):
     items: list[TaskPublic]
     total: int
 
@@ -416,39 +414,30 @@ EVENT_DETAIL_TYPES = (
 )
 
 
-class TaskEvent(SQLModel, table=True):
-    """The outbox: one row per task change, written by the statement that makes the change and
-    relayed to EventBridge afterwards (`relayed_at`), at least once."""
-
-    __tablename__ = "task_events"
-    __table_args__ = (
-        UniqueConstraint("event_id", name="uq_task_events_event_id"),
-        CheckConstraint(
-            "detail_type IN ({})".format(", ".join(f"'{kind}'" for kind in EVENT_DETAIL_TYPES)),
-            name="ck_task_events_detail_type",
-        ),
-        CheckConstraint("jsonb_typeof(task) = 'object'", name="ck_task_events_task"),
-        # What the relay reads: events not yet relayed, oldest first.
-        Index("ix_task_events_unrelayed", "id", postgresql_where=text("relayed_at IS NULL")),
-    )
-
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, Identity(always=False), primary_key=True)
-    )
-    event_id: uuid.UUID | None = Field(
-        default=None,
-        sa_column=Column(UUID(as_uuid=True), nullable=False, server_default=func.gen_random_uuid()),
-    )
-    user_id: str = Field(sa_column=Column(Text, nullable=False))
-    task_id: int = Field(sa_column=Column(BigInteger, nullable=False))
-    detail_type: str = Field(sa_column=Column(String(32), nullable=False))
-    occurred_at: datetime | None = set_by_database_now()
+# The outbox: one row per task change, written by the statement that makes the change and
+# relayed to EventBridge afterwards (`relayed_at`), at least once.
+task_events = Table(
+    "task_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False, server_default=func.gen_random_uuid()),
+    Column("user_id", Text, nullable=False),
+    Column("task_id", BigInteger, nullable=False),
+    Column("detail_type", String(32), nullable=False),
+    _database_now("occurred_at"),
     # The task as the API returns it (TaskPublic's JSON).
-    task: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    relayed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    Column("task", JSONB, nullable=False),
+    Column("relayed_at", DateTime(timezone=True)),
     # A relay run's lease on the event: another run skips it until then.
-    claimed_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    attempts: int = Field(
-        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
-    )
-    last_error: str | None = Field(default=None, sa_column=Column(String(200)))
+    Column("claimed_until", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", String(200)),
+    UniqueConstraint("event_id", name="uq_task_events_event_id"),
+    CheckConstraint(
+        "detail_type IN ({})".format(", ".join(f"'{kind}'" for kind in EVENT_DETAIL_TYPES)),
+        name="ck_task_events_detail_type",
+    ),
+    CheckConstraint("jsonb_typeof(task) = 'object'", name="ck_task_events_task"),
+    # What the relay reads: events not yet relayed, oldest first.
+    Index("ix_task_events_unrelayed", "id", postgresql_where=text("relayed_at IS NULL")),
+)

@@ -18,7 +18,8 @@ inserting that occurrence. Concurrent completions race on that guard: exactly on
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -65,9 +66,7 @@ from todo_backend.tasks.models import (
     SortOrder,
     TagCount,
     TagList,
-    Task,
     TaskCreate,
-    TaskEvent,
     TaskListQuery,
     TaskPage,
     TaskPublic,
@@ -75,11 +74,11 @@ from todo_backend.tasks.models import (
     TaskStats,
     TaskStatus,
     TaskUpdate,
+    task_events,
+    tasks,
 )
 from todo_backend.tasks.recurrence import Occurrence, next_occurrence
 
-tasks = Task.__table__  # type: ignore[attr-defined]
-task_events = TaskEvent.__table__  # type: ignore[attr-defined]
 PUBLIC_COLUMNS = [tasks.c[name] for name in TaskPublic.model_fields]
 # A completion retried this often after losing a race to a concurrent change gives up (409).
 COMPLETION_ATTEMPTS = 5
@@ -284,8 +283,14 @@ def change_statement(
 
 def _fetch_change(db: Database, statement: Executable, *, idempotent: bool = False) -> Any:
     """Run a change statement; a violated rule between fields is a 422, not a 500."""
-    try:
+    with _rules_as_422():
         return db.fetch_one(statement, idempotent=idempotent)
+
+
+@contextmanager
+def _rules_as_422() -> Iterator[None]:
+    try:
+        yield
     except DBAPIError as error:  # pg8000 reports a check violation as a ProgrammingError
         fields = error.orig.args[0] if error.orig is not None and error.orig.args else None
         constraint = fields.get("n") if isinstance(fields, dict) else None
@@ -379,16 +384,40 @@ def _shape(query: TaskListQuery) -> tuple[tuple[str, Any], ...]:
 
 
 @dataclass(frozen=True)
-class PreparedList:
-    """A list statement compiled once per query shape: its SQL text, and for each positional
-    parameter either the query field (or `user_id`) that supplies it or a constant."""
+class Prepared:
+    """A statement compiled once per shape: its SQL text (driver SQL), and for each positional
+    parameter either the name of the value that supplies it (with the type's bind processor, if
+    it has one) or a constant."""
 
     sql: str
     parameters: tuple[tuple[str | None, Any], ...]
 
+    def bind(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            argument
+            if name is None
+            else (values[name] if argument is None else argument(values[name]))
+            for name, argument in self.parameters
+        )
+
+
+def _prepare(statement: Executable, named: set[str], dialect: Any) -> Prepared:
+    """Compile `statement`, whose `named` bind parameters are supplied per request and the
+    others are constants (processed once, here)."""
+    compiled = statement.compile(dialect=dialect)
+    processors = compiled._bind_processors
+    parameters: list[tuple[str | None, Any]] = []
+    for name in compiled.positiontup or ():
+        if name in named:
+            parameters.append((name, processors.get(name)))
+        else:
+            value = compiled.params[name]
+            parameters.append((None, processors[name](value) if name in processors else value))
+    return Prepared(sql=compiled.string, parameters=tuple(parameters))
+
 
 @lru_cache(maxsize=256)
-def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> PreparedList:
+def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> Prepared:
     """The list statement for every query of this shape, compiled once: building and compiling
     it per request cost more CPU than sending it."""
     template = TaskListQuery.model_construct(
@@ -409,29 +438,14 @@ def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> Prepare
         .select_from(counts.outerjoin(page, true()))
         .order_by(*_ordering(page.c, template.sort, template.order))
     )
-    compiled = statement.compile(dialect=dialect)
     named = {"user_id", "limit", "offset"} | {name for name, value in shape if value is BOUND}
-    processors = compiled._bind_processors
-    parameters: list[tuple[str | None, Any]] = []
-    for name in compiled.positiontup or ():
-        if name in named:
-            # Sent as given: a value that needs a bind processor would need it per request.
-            if name in processors:
-                raise TypeError(f"list parameter {name!r} needs a bind processor")
-            parameters.append((name, None))
-        else:
-            value = compiled.params[name]
-            parameters.append((None, processors[name](value) if name in processors else value))
-    return PreparedList(sql=compiled.string, parameters=tuple(parameters))
+    return _prepare(statement, named, dialect)
 
 
 def list_tasks(db: Database, user_id: str, query: TaskListQuery) -> TaskPage:
     """One page of the user's tasks and the count of all matches, in one statement."""
     prepared = _list_statement(_shape(query), db.engine.dialect)
-    values = {**query.__dict__, "user_id": user_id}
-    parameters = tuple(
-        constant if name is None else values[name] for name, constant in prepared.parameters
-    )
+    parameters = prepared.bind({**query.__dict__, "user_id": user_id})
     rows = db.fetch_all_sql(prepared.sql, parameters, idempotent=True)
     return TaskPage.model_validate(
         {
@@ -460,6 +474,45 @@ def request_fingerprint(data: TaskCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _insert(values: dict[str, Any], keyed: bool) -> Any:
+    """The INSERT of a new task; with an idempotency key, a repeat returns the first row (when
+    its fingerprint matches; no row when it does not)."""
+    statement = insert(tasks).values(**values)
+    if keyed:
+        statement = statement.on_conflict_do_update(
+            constraint="uq_tasks_user_idempotency_key",
+            set_={"idempotency_key": statement.excluded.idempotency_key},
+            # Rows from before fingerprints existed have none: any body repeats them.
+            where=or_(
+                tasks.c.idempotency_fingerprint.is_(None),
+                tasks.c.idempotency_fingerprint == statement.excluded.idempotency_fingerprint,
+            ),
+        )
+    return statement
+
+
+# What a create sends per request (TaskCreate's fields, the owner, the idempotency columns).
+CREATE_VALUES = (
+    *TaskCreate.model_fields,
+    "user_id",
+    "idempotency_key",
+    "idempotency_fingerprint",
+)
+
+
+@lru_cache(maxsize=8)
+def _create_statement(keyed: bool, completed: bool, dialect: Any) -> Prepared:
+    """The create statement with its event, for creates without hooks or a next occurrence,
+    compiled once per shape (with an idempotency key or not, created completed or not):
+    building and compiling it per request cost more CPU than sending it."""
+    values: dict[str, Any] = {name: bindparam(name) for name in CREATE_VALUES}
+    values["completed_at"] = func.now() if completed else None
+    statement = change_statement(
+        _insert(values, keyed), "created", extra=[literal_column("xmax = 0").label("inserted")]
+    )
+    return _prepare(statement, set(CREATE_VALUES), dialect)
+
+
 def create_task(
     db: Database,
     user_id: str,
@@ -479,36 +532,34 @@ def create_task(
         # Created already completed: its next occurrence comes with it (the moment of
         # completion is this container's clock, the only time known before the statement).
         following = next_occurrence(data.recurrence, data.due_date, datetime.now(UTC))
-    next_task = {"next_task_id": _new_task_id()} if following is not None else {}
-    values = data.model_dump() | next_task
-    values["completed_at"] = func.now() if data.completed else None
-    fingerprint = request_fingerprint(data) if idempotency_key is not None else None
-    statement = insert(tasks).values(
+    keyed = idempotency_key is not None
+    values = data.model_dump()
+    values.update(
         user_id=user_id,
         idempotency_key=idempotency_key,
-        idempotency_fingerprint=fingerprint,
-        **values,
+        idempotency_fingerprint=request_fingerprint(data) if keyed else None,
     )
-    if idempotency_key is not None:
-        statement = statement.on_conflict_do_update(
-            constraint="uq_tasks_user_idempotency_key",
-            set_={"idempotency_key": statement.excluded.idempotency_key},
-            # Rows from before fingerprints existed have none: any body repeats them.
-            where=or_(
-                tasks.c.idempotency_fingerprint.is_(None),
-                tasks.c.idempotency_fingerprint == statement.excluded.idempotency_fingerprint,
-            ),
+    row: Any
+    if following is None and not hooks:
+        # The usual create: its statement compiled once per shape, the values sent as parameters.
+        prepared = _create_statement(keyed, data.completed, db.engine.dialect)
+        with _rules_as_422():
+            rows = db.fetch_all_sql(prepared.sql, prepared.bind(values), idempotent=keyed)
+        row = rows[0] if rows else None
+    else:
+        if following is not None:
+            values["next_task_id"] = _new_task_id()
+        values["completed_at"] = func.now() if data.completed else None
+        # With a key, running it twice is harmless: the constraint returns the first row.
+        row = _change(
+            db,
+            _insert(values, keyed),
+            "created",
+            hooks,
+            extra=[literal_column("xmax = 0").label("inserted")],
+            idempotent=keyed,
+            following=following,
         )
-    # With a key, running it twice is harmless: the constraint returns the first row.
-    row = _change(
-        db,
-        statement,
-        "created",
-        hooks,
-        extra=[literal_column("xmax = 0").label("inserted")],
-        idempotent=idempotency_key is not None,
-        following=following,
-    )
     if row is None:  # only possible with a key: it exists with another fingerprint
         raise IdempotencyKeyReusedError()
     inserted = bool(row["inserted"])
