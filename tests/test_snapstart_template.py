@@ -39,8 +39,6 @@ def test_snapstart_and_the_alias_are_set_once_for_every_function(template: dict[
     }
     globals_ = template["Globals"]["Function"]
     assert globals_["AutoPublishAlias"] == "live"
-    # A layer-only change must publish a version too (else `live` keeps the old layer).
-    assert globals_["AutoPublishAliasAllProperties"] is True
     assert globals_["SnapStart"] == {
         "ApplyOn": {"Fn::If": ["SnapStartEnabled", "PublishedVersions", "None"]}
     }
@@ -49,6 +47,9 @@ def test_snapstart_and_the_alias_are_set_once_for_every_function(template: dict[
         properties = function["Properties"]
         assert "SnapStart" not in properties, f"{name} overrides the global SnapStart"
         assert "AutoPublishAlias" not in properties, f"{name} overrides the global alias"
+        # A change to the shared layer alone must publish a version too (SAM does not accept
+        # this one in Globals).
+        assert properties["AutoPublishAliasAllProperties"] is True, name
         # What SnapStart does not support.
         assert "ProvisionedConcurrencyConfig" not in properties
         assert "FileSystemConfigs" not in properties
@@ -105,7 +106,19 @@ def test_the_api_routes_invoke_the_live_alias_of_each_function(template: dict[st
             and resource["Properties"]["FunctionName"]
             in ({"Ref": name}, {"Ref": f"{name}Aliaslive"})
         ]
-        assert permissions and all(p == {"Ref": f"{name}Aliaslive"} for p in permissions)
+        assert all(p == {"Ref": f"{name}Aliaslive"} for p in permissions), name
+        events = template["Resources"][name]["Properties"].get("Events", {}).values()
+        if any(event["Type"] == "HttpApi" for event in events):
+            assert permissions, name
+        schedules = [
+            resource["Properties"]["Target"]["Arn"]
+            for resource in resources.values()
+            if resource["Type"] == "AWS::Scheduler::Schedule"
+            and name in json.dumps(resource["Properties"]["Target"]["Arn"])
+        ]
+        assert all(f"{name}Aliaslive" in json.dumps(arn) for arn in schedules), schedules
+        if any(event["Type"] == "ScheduleV2" for event in events):
+            assert schedules, name
     body = json.dumps(resources["HttpApi"]["Properties"]["Body"])
     integrations = body.count("/invocations")
     assert integrations == body.count("Aliaslive}/invocations") > 0
