@@ -5,10 +5,8 @@ calls a local FakeCohere through the real SDK. Tests assert on what the SDK sent
 and on the database afterwards.
 """
 
-import asyncio
 import json
 import os
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -21,6 +19,7 @@ from tests.support.chat import (
     chat_ok,
     clear_settings_and_client,
     fake_cohere_fixture,  # noqa: F401
+    in_thread,
     is_uuid,
     reconfigure,
     stored_messages,
@@ -453,26 +452,6 @@ def _with_query(url: str, **params: str) -> str:
     return url + separator + "&".join(f"{key}={value}" for key, value in params.items())
 
 
-def _in_thread(action: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        # Mangum asks asyncio for the thread's event loop; a worker thread has none by default.
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            outcome["value"] = action()
-        except BaseException as error:  # reported by the test
-            outcome["error"] = error
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, outcome
-
-
 def test_no_connection_is_held_in_a_transaction_while_cohere_thinks(
     chat_api, fake_cohere, configure, user
 ):
@@ -491,7 +470,7 @@ def test_no_connection_is_held_in_a_transaction_while_cohere_thinks(
     request_seen_at: dict[int, float] = {}
     try:
         # When a chat turn runs in another thread while we watch the database
-        thread, outcome = _in_thread(lambda: chat_ok(chat_api, user, "Add slow task"))
+        thread, outcome = in_thread(lambda: chat_ok(chat_api, user, "Add slow task"))
         while thread.is_alive():
             now = time.monotonic()
             seen = len(fake_cohere.requests)
