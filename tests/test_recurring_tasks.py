@@ -224,6 +224,47 @@ def test_a_rule_past_until_creates_nothing(tasks_api, user):
     assert len(tasks_of(tasks_api, user)) == 1
 
 
+def test_an_until_before_the_year_1000_round_trips_and_completes(tasks_api, user):
+    # Given a rule whose UNTIL is in the year 26 (a typo for 2026): stored zero-padded
+    body = {"title": "Typo", "due_date": "2026-01-05", "recurrence": "FREQ=DAILY;UNTIL=00261231"}
+    created = tasks_api.post("/api/tasks", json=body, headers=user.headers)
+    assert created.status_code == 201, created.text
+    task = created.json()
+    assert task["recurrence"] == "FREQ=DAILY;UNTIL=00261231T235959Z"
+    # When it is completed, and its rule is sent back as returned
+    done = tasks_api.patch(f"/api/tasks/{task['id']}/complete", headers=user.headers)
+    again = tasks_api.put(
+        f"/api/tasks/{task['id']}",
+        json={"title": "Typo", "due_date": "2026-01-05", "recurrence": task["recurrence"]},
+        headers=user.headers,
+    )
+    # Then both work, and no occurrence follows a rule that ended long ago
+    assert done.status_code == 200, done.text
+    assert done.json()["next_task_id"] is None
+    assert again.status_code == 200, again.text
+
+
+def test_a_yearly_reminder_shifted_past_the_year_9999_is_dropped(tasks_api, user):
+    # Given a yearly task due in 9998 whose reminder is a year after its due date
+    body = {
+        "title": "Far",
+        "due_date": "9998-12-01T00:00:00Z",
+        "remind_at": "9999-12-01T00:00:00Z",
+        "recurrence": "FREQ=YEARLY",
+    }
+    created = tasks_api.post("/api/tasks", json=body, headers=user.headers)
+    assert created.status_code == 201, created.text
+    # When it is completed: the next occurrence is due 9999-12-01, its reminder would be 10000
+    done = tasks_api.patch(f"/api/tasks/{created.json()['id']}/complete", headers=user.headers)
+    assert done.status_code == 200, done.text
+    following = tasks_api.get(f"/api/tasks/{done.json()['next_task_id']}", headers=user.headers)
+    # Then the next occurrence exists, readable, without a reminder
+    assert following.status_code == 200, following.text
+    assert following.json()["due_date"] == "9999-12-01T00:00:00Z"
+    assert following.json()["remind_at"] is None
+    assert tasks_api.get("/api/tasks", headers=user.headers).status_code == 200
+
+
 def test_patch_completing_with_a_new_schedule_uses_the_new_one(tasks_api, user):
     # Given a weekly task; When one PATCH completes it and changes its due date and rule
     task = tasks_api.post("/api/tasks", json=WEEKLY, headers=user.headers).json()

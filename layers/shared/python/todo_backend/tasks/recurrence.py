@@ -54,7 +54,8 @@ class Rule:
         if self.count is not None:
             parts.append(f"COUNT={self.count}")
         if self.until is not None:
-            parts.append(f"UNTIL={self.until.strftime('%Y%m%dT%H%M%SZ')}")
+            # The year zero-padded: strftime's %Y is not, for years before 1000 (glibc).
+            parts.append(f"UNTIL={self.until.year:04d}{self.until:%m%dT%H%M%SZ}")
         return ";".join(parts)
 
 

@@ -211,6 +211,13 @@ def _events(*rows: Select[Any]) -> Executable:
     return task_events.insert().from_select(["user_id", "task_id", "detail_type", "task"], source)
 
 
+def _shifted_reminder(shifted: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The next occurrence's reminder, or none when keeping the offset would carry it past the
+    year 9999 (PostgreSQL stores it; Python, and so the API, could not read it back)."""
+    last = literal_column("'10000-01-01T00:00:00Z'::timestamptz")
+    return case((shifted < last, shifted), else_=None)
+
+
 def _next_occurrence_insert(changed: Any, following: Occurrence) -> Executable:
     """The next occurrence of each changed task that has just been given a `next_task_id`:
     same title, description, priority, tags and reminder offset, the next due date."""
@@ -224,7 +231,7 @@ def _next_occurrence_insert(changed: Any, following: Occurrence) -> Executable:
         changed.c.tags,
         due,
         bindparam("next_recurrence", following.recurrence),
-        changed.c.remind_at + (due - changed.c.due_date),
+        _shifted_reminder(changed.c.remind_at + (due - changed.c.due_date)),
     ).where(changed.c.next_task_id.is_not(None))
     if "inserted" in changed.c:
         rows = rows.where(changed.c.inserted)
