@@ -55,6 +55,29 @@ def test_tags_lists_each_tag_with_its_task_count_by_name(tasks_api, user, other_
     assert tasks_api.get(f"/api/{other_user.id}/tags", headers=user.headers).status_code == 403
 
 
+def test_tags_list_is_bounded_and_total_counts_every_tag(user, database, task_factory):
+    from fastapi.testclient import TestClient
+
+    from functions.tasks.app import app
+    from todo_backend.tasks.service import TAGS_LISTED_MAX
+
+    # Given more distinct tags than one response lists (10 per task)
+    tasks_needed = TAGS_LISTED_MAX // 10 + 1
+    for index in range(tasks_needed):
+        task_factory(user, tags=[f"t{index:04d}-{n}" for n in range(10)])
+    # When the user asks for their tags
+    with counted_statements(database) as statements:
+        body = TestClient(app).get("/api/tags", headers=user.headers).json()
+    # Then the first TAGS_LISTED_MAX by name are listed, total counts them all, one statement
+    assert len(body["items"]) == TAGS_LISTED_MAX
+    assert body["total"] == tasks_needed * 10
+    assert body["items"][0] == {"name": "t0000-0", "count": 1}
+    assert [item["name"] for item in body["items"]] == sorted(
+        item["name"] for item in body["items"]
+    )
+    assert len(statements) == 1
+
+
 def test_tags_of_a_user_without_tasks_is_empty(tasks_api, user):
     assert tasks_api.get("/api/tags", headers=user.headers).json() == {"items": [], "total": 0}
 

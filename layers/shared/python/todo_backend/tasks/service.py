@@ -706,20 +706,30 @@ def delete_task(
 # --- tags and stats -------------------------------------------------------------------------------
 
 
+TAGS_LISTED_MAX = 1000
+
+
 def list_tags(db: Database, user_id: str) -> TagList:
-    """Every tag of the user's tasks with its task count, by name (code point order)."""
+    """The tags of the user's tasks with their task counts, by name (code point order): the
+    first `TAGS_LISTED_MAX` (a bounded response), and `total`, the number of distinct tags."""
     tagged = (
         select(func.unnest(tasks.c.tags).label("name"))
         .where(tasks.c.user_id == user_id)
         .subquery("tagged")
     )
     statement = (
-        select(tagged.c.name, func.count().label("count"))
+        select(
+            tagged.c.name,
+            func.count().label("count"),
+            func.count().over().label("total"),  # over the groups: every distinct tag
+        )
         .group_by(tagged.c.name)
         .order_by(tagged.c.name.collate("C"))
+        .limit(TAGS_LISTED_MAX)
     )
-    items = [TagCount.model_validate(dict(row)) for row in db.fetch_all(statement, idempotent=True)]
-    return TagList(items=items, total=len(items))
+    rows = db.fetch_all(statement, idempotent=True)
+    items = [TagCount(name=row["name"], count=row["count"]) for row in rows]
+    return TagList(items=items, total=rows[0]["total"] if rows else 0)
 
 
 def task_stats(db: Database, user_id: str) -> TaskStats:
