@@ -57,20 +57,23 @@ def measure(build_dir: Path) -> dict[str, Any]:
     return {"layer_mb": round(layer, 2), "functions": functions}
 
 
-def rows(sizes: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(measure, value, budget, ratio) rows, as benchmarks/bench.py prints them."""
-    table = [(f"unzipped {LAYER}", f"{sizes['layer_mb']:.1f} MB", "", "")]
+def rows(sizes: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(measure, value, budget, ratio) rows, as benchmarks/bench.py prints them; a function with
+    an issue 13 budget also fills bench's target and met columns."""
+    table: list[tuple[str, ...]] = [(f"unzipped {LAYER}", f"{sizes['layer_mb']:.1f} MB", "", "")]
     for name, figures in sizes["functions"].items():
         budget = figures["budget_mb"] or LAMBDA_LIMIT_MB
         label = "budget" if figures["budget_mb"] else "Lambda limit"
-        table.append(
-            (
-                f"unzipped {name} + layer",
-                f"{figures['with_layer_mb']:.1f} MB",
-                f"{budget:.0f} MB ({label})",
-                f"{figures['with_layer_mb'] / budget:.2f}x",
-            )
+        row: tuple[str, ...] = (
+            f"unzipped {name} + layer",
+            f"{figures['with_layer_mb']:.1f} MB",
+            f"{budget:.0f} MB ({label})",
+            f"{figures['with_layer_mb'] / budget:.2f}x",
         )
+        if figures["budget_mb"]:
+            met = figures["with_layer_mb"] <= figures["budget_mb"]
+            row += ("", "", "", f"<= {budget:.0f} MB", "yes" if met else "NO")
+        table.append(row)
     return table
 
 
@@ -94,8 +97,9 @@ def main() -> None:
         if build_dir is None:
             build_dir = Path(scratch) / "build"
             build(args.architecture, build_dir)
-        for measure_name, value, budget, ratio in rows(measure(build_dir)):
-            print(f"{measure_name:<36} {value:>10}  {budget:<22} {ratio}")
+        for measure_name, value, budget, ratio, *target in rows(measure(build_dir)):
+            met = f"  met: {target[-1]}" if target else ""
+            print(f"{measure_name:<36} {value:>10}  {budget:<22} {ratio}{met}")
 
 
 if __name__ == "__main__":
