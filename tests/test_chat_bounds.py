@@ -272,6 +272,42 @@ def test_messages_are_paginated(chat_api, fake_cohere):
         assert chat_api.get(url, params=params, headers=user.headers).status_code == 422
 
 
+def test_a_page_of_messages_stops_before_two_megabytes(chat_api, fake_cohere, database):
+    from sqlalchemy import text
+
+    from todo_backend.chat.conversations import MESSAGE_PAGE_MAX_BYTES
+
+    # Given a conversation whose 40 stored assistant messages each carry ~200 KB of tool results
+    user = ChatUser()
+    fake_cohere.script(text_reply("Hi"))
+    conversation_id = chat_ok(chat_api, user, "Hello")["conversation_id"]
+    big_call = [{"id": "c", "name": "list_tasks", "arguments": {}, "result": {"x": "y" * 200_000}}]
+    for _ in range(40):
+        database.fetch_one(
+            text(
+                "INSERT INTO messages (conversation_id, role, content, tool_calls) "
+                "VALUES (:id, 'assistant', 'listed', CAST(:calls AS jsonb)) RETURNING id"
+            ).bindparams(id=uuid.UUID(conversation_id), calls=json.dumps(big_call))
+        )
+    url = f"/api/{user.id}/conversations/{conversation_id}/messages"
+
+    # When the user asks for a page of 100 (about 8 MB if it were all sent)
+    response = chat_api.get(url, params={"limit": 100}, headers=user.headers)
+
+    # Then the page stops early: under the byte bound, at least one item, the right total
+    assert response.status_code == 200, response.text
+    assert len(response.text.encode()) <= MESSAGE_PAGE_MAX_BYTES + 64 * 1024
+    body = response.json()
+    assert 1 <= len(body["items"]) < 42
+    assert body["total"] == 42
+    # And the next page, from where this one stopped, goes on
+    following = chat_api.get(
+        url, params={"limit": 100, "offset": len(body["items"])}, headers=user.headers
+    ).json()
+    assert following["items"]
+    assert following["items"][0]["id"] not in {item["id"] for item in body["items"]}
+
+
 # --- Idempotency-Key ------------------------------------------------------------------------------
 
 
