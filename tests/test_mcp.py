@@ -43,15 +43,9 @@ def mcp_app() -> Any:
 
 @pytest.fixture(scope="module")
 def dev_server() -> Iterator[str]:
-    """A uvicorn server routing like `make dev`: /mcp and the metadata to the MCP function, the
-    rest to the other functions (scripts/local_app.py)."""
-    from scripts.local_app import app as other_functions
-
-    mcp = mcp_app().app
-
-    async def local_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        target = mcp if scope.get("path") in ("/mcp", METADATA) else other_functions
-        await target(scope, receive, send)
+    """A uvicorn server with `make dev`'s app (scripts/local_app.py): every function, routed by
+    path as API Gateway routes them."""
+    from scripts.local_app import app as local_app
 
     with uvicorn_server(local_app) as base_url:
         yield base_url
