@@ -104,6 +104,18 @@ def other_user() -> User:
 
 
 @pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """AWS APIs (Secrets Manager, SSM, ...) in moto, with fake credentials."""
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
 def database() -> Any:
     from todo_backend.core.db import get_database
 

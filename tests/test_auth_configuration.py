@@ -17,7 +17,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from jwt.algorithms import OKPAlgorithm
-from moto import mock_aws
 
 from tests.support.jwks_server import JwksServer
 from tests.support.tokens import TEST_SECRET, make_token
@@ -222,15 +221,6 @@ def test_no_secret_and_no_key_set_is_refused(configure):
 
 
 # --- an empty value counts as unset (sam local --env-vars sets "" for undeclared values) ----------
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield
 
 
 def test_empty_secrets_are_read_from_their_secret_ids(aws, configure):

@@ -17,7 +17,6 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from moto import mock_aws
 
 from scripts.sam_local_check import CheckFailed, wait_for_health
 from scripts.sam_local_env import container_url, env_file
@@ -99,15 +98,6 @@ def test_a_local_database_url_is_rewritten_for_the_containers(url, expected):
 
 
 # --- an empty value counts as unset ----------------------------------------------------------
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield
 
 
 def test_an_empty_secret_variable_is_fetched_from_secrets_manager(aws, configure):

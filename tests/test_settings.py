@@ -2,7 +2,6 @@
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from todo_backend.core.db import parse_database_url
 from todo_backend.core.settings import ConfigurationError, get_settings, load_settings
@@ -105,15 +104,6 @@ def test_unusable_urls_are_configuration_errors(url):
 
 
 # --- secrets from AWS ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield
 
 
 def test_secrets_come_from_secrets_manager_and_ssm(aws, configure):
