@@ -396,6 +396,23 @@ def _report(capsys: pytest.CaptureFixture[str], line: str) -> None:
         print(f"\n    {line}", end="")
 
 
+def _report_built(
+    capsys: pytest.CaptureFixture[str],
+    record_property: Any,
+    function: str,
+    result: Any,
+    note: str = "",
+) -> None:
+    """A built function's import time and peak RSS, printed and kept as JUnit properties."""
+    _report(
+        capsys,
+        f"{function}: import {result['import_seconds']:.2f} s, "
+        f"peak RSS {result['peak_rss_mb']:.0f} MB{note}",
+    )
+    record_property(f"{function}_import_seconds", result["import_seconds"])
+    record_property(f"{function}_peak_rss_mb", result["peak_rss_mb"])
+
+
 @pytest.mark.slow
 def test_the_layer_holds_the_package_and_its_dependencies_under_python(
     sam_build: Build, capsys: pytest.CaptureFixture[str], record_property: Any
@@ -535,13 +552,7 @@ def test_the_built_tasks_function_answers_events_without_cohere(
     assert result["origins"]["app"] == str(sam_build.function("TasksFunction") / "app.py")
     assert not result["cohere_imported_by_requests"]
     assert not result["cohere_findable"]
-    _report(
-        capsys,
-        f"TasksFunction: import {result['import_seconds']:.2f} s, "
-        f"peak RSS {result['peak_rss_mb']:.0f} MB",
-    )
-    record_property("TasksFunction_import_seconds", result["import_seconds"])
-    record_property("TasksFunction_peak_rss_mb", result["peak_rss_mb"])
+    _report_built(capsys, record_property, "TasksFunction", result)
 
 
 @pytest.mark.slow
@@ -564,13 +575,7 @@ def test_the_built_chat_function_answers_events(
     assert chat["status"] == 503, chat["body"]
     for name in imports:
         assert result["origins"][name].startswith(str(sam_build.function("ChatFunction")))
-    _report(
-        capsys,
-        f"ChatFunction: import {result['import_seconds']:.2f} s, "
-        f"peak RSS {result['peak_rss_mb']:.0f} MB (cohere imported)",
-    )
-    record_property("ChatFunction_import_seconds", result["import_seconds"])
-    record_property("ChatFunction_peak_rss_mb", result["peak_rss_mb"])
+    _report_built(capsys, record_property, "ChatFunction", result, " (cohere imported)")
 
 
 def _mcp_event(token: str, request_id: int, method: str, params: Any = None) -> dict[str, Any]:
@@ -618,13 +623,7 @@ def test_the_built_mcp_function_serves_the_tools_without_cohere(
     assert result["origins"]["todo_backend"].startswith(str(sam_build.layer_python))
     assert not result["cohere_imported_by_requests"]
     assert not result["cohere_findable"]
-    _report(
-        capsys,
-        f"McpFunction: import {result['import_seconds']:.2f} s, "
-        f"peak RSS {result['peak_rss_mb']:.0f} MB",
-    )
-    record_property("McpFunction_import_seconds", result["import_seconds"])
-    record_property("McpFunction_peak_rss_mb", result["peak_rss_mb"])
+    _report_built(capsys, record_property, "McpFunction", result)
 
 
 # ---------------------------------------------------------------------------------------------
