@@ -7,24 +7,31 @@
 2. leaves out what is provably never imported (PRUNED below, and Powertools subpackages that no
    module of the build nor of any function imports, even inside a function: a static import
    graph), console scripts, stale bytecode;
+   data files that only unused features read (DATA_PRUNED), type stubs and pip's RECORD;
 3. strips debug symbols from native libraries (`strip`, or llvm-strip / <arch>-linux-gnu-strip
    to strip another architecture's);
 4. copies the code (the layer's package, or the function's app.py) and byte-compiles everything
-   (`/opt` and `/var/task` are read-only: Python could not cache bytecode there).
+   (`/opt` and `/var/task` are read-only: Python could not cache bytecode there). Libraries ship
+   as bytecode alone (`module.pyc` where `module.py` was, which Python imports without the
+   source): a third of their size. Our own code keeps its source, for readable tracebacks, and so
+   do the few modules that read their own source (KEEP_SOURCE).
 
 Python 3.12 must run it (the runtime's minor version: the bytecode is version-specific).
-tests/test_build_contents.py checks the result against the locks; `python -m scripts.lambda_build
-graph DIR...` prints what a build's modules import of the pruned ones (nothing, when sound).
+tests/test_deployment.py checks the result against the locks, and that no module a function can
+reach imports what was left out (the static import graph, read from source or bytecode).
 """
 
 import argparse
 import ast
-import compileall
+import dis
+import marshal
 import os
 import platform
+import py_compile
 import shutil
 import subprocess
 import sys
+import types
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -38,11 +45,14 @@ SETS: dict[str, tuple[str, str, list[str]]] = {
     "reminders": ("functions/reminders/requirements.lock", "", ["functions/reminders/app.py"]),
 }
 
-# Never imported by our code nor by any shipped module (tests/test_build_contents.py checks the
+# Never imported by our code nor by any shipped module (tests/test_deployment.py checks the
 # static import graph of the build): SQLAlchemy's other dialects (a URL names postgresql+pg8000;
-# dialects load by that name) and its test suite support, with PostgreSQL's test provisioning.
+# dialects load by that name) and its test suite support, with PostgreSQL's test provisioning;
+# pydantic's v1 API, which FastAPI tries to import inside try/except ImportError only to reject
+# v1 models (we have none; NEVER_RUN_IMPORTS there gives the reason).
 PRUNED: dict[str, list[str]] = {
     "layer": [
+        "pydantic/v1",
         "sqlalchemy/dialects/mssql",
         "sqlalchemy/dialects/mysql",
         "sqlalchemy/dialects/oracle",
@@ -50,6 +60,20 @@ PRUNED: dict[str, list[str]] = {
         "sqlalchemy/testing",
         "sqlalchemy/dialects/postgresql/provision.py",
     ],
+}
+# Data files read only by features we do not use.
+DATA_PRUNED: dict[str, str] = {
+    "aws_lambda_powertools/event_handler/openapi/swagger_ui/swagger-ui-bundle.min.js": "served "
+    "only by Powertools' own API resolver's enable_swagger() (FastAPI serves our /docs)",
+    "aws_lambda_powertools/event_handler/openapi/swagger_ui/swagger-ui.min.css": "the same",
+    "dateutil/zoneinfo/dateutil-zoneinfo.tar.gz": "read only by dateutil.tz.gettz() for a zone "
+    "the system lacks; we never call it (recurrence works in UTC)",
+}
+# Modules that read their own source at run time keep it (paths inside the artefact).
+KEEP_SOURCE: dict[str, str] = {
+    "anyio/__init__.py": "builds its lazy attribute table from its source (inspect.getsource); "
+    "without it, anyio imports all of itself eagerly",
+    "anyio/abc/__init__.py": "the same",
 }
 # Powertools is a toolbox of which we import a few tools: its subpackages under these folders that
 # the static import graph does not reach are left out.
@@ -69,11 +93,14 @@ def say(message: str) -> None:
 
 
 def module_files(roots: Iterable[Path]) -> dict[str, Path]:
-    """Module name -> file, for .py files and extension modules under the roots (first wins)."""
+    """Module name -> file, for .py files, sourceless .pyc files and extension modules under the
+    roots (first wins; an extension module before a .pyc of the same name, as Python imports)."""
     modules: dict[str, Path] = {}
     for root in roots:
-        for path in sorted(root.rglob("*")):
-            if path.suffix not in {".py", ".so"} or "__pycache__" in path.parts:
+        for path in sorted(
+            root.rglob("*"), key=lambda path: (path.parent, path.suffix == ".pyc", path.name)
+        ):
+            if path.suffix not in {".py", ".pyc", ".so"} or "__pycache__" in path.parts:
                 continue
             parts = list(path.relative_to(root).with_suffix("").parts)
             parts[-1] = parts[-1].split(".", 1)[0]  # _x.cpython-312-x86_64-linux-gnu -> _x
@@ -86,7 +113,10 @@ def module_files(roots: Iterable[Path]) -> dict[str, Path]:
 
 def imports_of(path: Path, module: str) -> set[str]:
     """Every module an import statement anywhere in the file (also inside functions and
-    try/except) names, and string literals given to importlib.import_module / __import__."""
+    try/except) names, and string literals given to importlib.import_module / __import__.
+    Reads source, or the bytecode of a sourceless .pyc."""
+    if path.suffix == ".pyc":
+        return bytecode_imports(path, module)
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError):
@@ -126,6 +156,59 @@ def imports_of(path: Path, module: str) -> set[str]:
     return found
 
 
+IMPORT_CALLS = {"import_module", "__import__"}
+# Instructions between an import's operands that carry none of them.
+BYTECODE_FILLERS = {"PUSH_NULL", "EXTENDED_ARG", "CACHE", "NOP"}
+
+
+def bytecode_imports(path: Path, module: str) -> set[str]:
+    """imports_of for a .pyc file, read from IMPORT_NAME instructions (with their level and
+    from-list constants) and from a string constant that starts the arguments of import_module /
+    __import__, in every code object of the module. It finds every name imports_of finds in the
+    source (tests/test_build_import_graph.py), and may find a few strings that name no module
+    (the start of a computed name: "sqlalchemy.dialects.%s")."""
+    code = marshal.loads(path.read_bytes()[16:])  # after the .pyc header
+    package = module if path.stem == "__init__" else module.rpartition(".")[0]
+    found: set[str] = set()
+
+    def absolute(name: str, level: int) -> str:
+        if not level:
+            return name
+        base_parts = package.split(".") if package else []
+        base_parts = base_parts[: len(base_parts) - (level - 1)]
+        return ".".join([*base_parts, *([name] if name else [])])
+
+    def walk(code: types.CodeType) -> None:
+        instructions = [i for i in dis.get_instructions(code) if i.opname not in BYTECODE_FILLERS]
+        for index, instruction in enumerate(instructions):
+            if instruction.opname == "IMPORT_NAME":
+                level, from_list = (i.argval for i in instructions[index - 2 : index])
+                base = absolute(instruction.argval, level)
+                if base:
+                    found.add(base)
+                for name in from_list or ():
+                    found.add(f"{base}.{name}" if base else name)
+            elif (
+                instruction.opname in {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_FAST"}
+                and instruction.argval in IMPORT_CALLS
+                and index + 1 < len(instructions)
+                and instructions[index + 1].opname == "LOAD_CONST"
+                and isinstance(instructions[index + 1].argval, str)
+            ):
+                name = instructions[index + 1].argval
+                follows = instructions[index + 2] if index + 2 < len(instructions) else None
+                alone = follows is not None and follows.opname == "CALL" and follows.arg == 1
+                if name.startswith(".") and alone:
+                    name = f"{package}{name}"
+                found.add(name.lstrip("."))
+        for constant in code.co_consts:
+            if isinstance(constant, types.CodeType):
+                walk(constant)
+
+    walk(code)
+    return found
+
+
 def reachable(
     modules: dict[str, Path], entries: Iterable[Path], seeds: Iterable[str] = ()
 ) -> set[str]:
@@ -150,7 +233,7 @@ def reachable(
     while pending:
         module = pending.pop()
         path = modules[module]
-        if path.suffix == ".py":
+        if path.suffix in {".py", ".pyc"}:
             for name in imports_of(path, module):
                 reach(name)
     return seen
@@ -167,7 +250,7 @@ def importers_of(modules: dict[str, Path], targets: set[str]) -> Iterator[tuple[
         )
 
     for module, path in modules.items():
-        if path.suffix != ".py" or inside(module):
+        if path.suffix not in {".py", ".pyc"} or inside(module):
             continue
         for name in imports_of(path, module):
             if inside(name):
@@ -220,10 +303,14 @@ def remove(path: Path) -> None:
 def prune(name: str, target: Path, extra_roots: list[Path]) -> list[str]:
     """Leaves out what is never imported; returns what it removed (relative paths)."""
     removed = []
-    for relative in PRUNED.get(name, []):
+    for relative in [*PRUNED.get(name, []), *DATA_PRUNED]:
         if (target / relative).exists():
             remove(target / relative)
             removed.append(relative)
+    # Type stubs are for type checkers, and RECORD lists files for pip uninstall (no longer
+    # true after pruning); neither is read at run time.
+    for path in [*target.rglob("*.pyi"), *target.glob("*.dist-info/RECORD")]:
+        path.unlink()
     candidates = [
         child
         for folder in PRUNABLE_PACKAGES
@@ -297,17 +384,42 @@ def build(name: str, artifacts: Path, architecture: str) -> None:
     if removed:
         say(f"left out, never imported: {', '.join(removed)}")
     strip(target, architecture)
-    # unchecked-hash: SAM zips every file with a 1980 timestamp, which would make mtime-based .pyc
-    # stale (and Python would recompile them on every cold start, unable to write them).
     say(f"byte-compiling {target}")
-    ok = compileall.compile_dir(
-        str(target),
-        quiet=2,
-        workers=0,
-        invalidation_mode=compileall.py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )
-    if not ok:
-        raise SystemExit("byte-compilation failed")
+    compile_tree(target, keep_source={source_path.name for source_path in map(Path, sources)})
+
+
+def compile_tree(target: Path, keep_source: set[str]) -> None:
+    """Byte-compiles every module; drops the source of all but `keep_source` (top-level names
+    under target) and KEEP_SOURCE."""
+    failed = []
+    for path in sorted(target.rglob("*.py")):
+        relative = path.relative_to(target)
+        if relative.parts[0] in keep_source or relative.as_posix() in KEEP_SOURCE:
+            # unchecked-hash: SAM zips every file with a 1980 timestamp, which would make
+            # mtime-based .pyc stale (and Python would recompile them on every cold start,
+            # unable to write them).
+            mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+            cfile = None
+        else:
+            mode = py_compile.PycInvalidationMode.TIMESTAMP  # never checked without a source
+            cfile = str(path.with_suffix(".pyc"))
+        try:
+            py_compile.compile(
+                str(path), cfile=cfile, dfile=str(relative), doraise=True, invalidation_mode=mode
+            )
+        except py_compile.PyCompileError as error:
+            failed.append(f"{relative}: {error.msg}")
+            continue
+        if cfile is not None:
+            path.unlink()
+    # Where an extension module and a pure-Python twin ship together (SQLAlchemy's Cython
+    # modules), Python imports the extension: the twin's bytecode is never loaded.
+    for library in target.rglob("*.so"):
+        twin = library.with_name(library.name.split(".", 1)[0] + ".pyc")
+        if twin.exists():
+            twin.unlink()
+    if failed:
+        raise SystemExit("byte-compilation failed:\n" + "\n".join(failed))
 
 
 def main() -> None:

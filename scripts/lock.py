@@ -14,7 +14,7 @@ A Lambda lock holds exactly what is installed there, without environment markers
 marker is false on Lambda (Linux, CPython 3.12, arm64 and x86_64) are left out. A function's lock
 leaves out what the layer already ships (the function would otherwise shadow the layer's copy) and
 the packages listed in NOT_SHIPPED: never imported by the function's code (see each reason;
-tests/test_build_contents.py checks that no shipped module imports them). Builds install a Lambda
+tests/test_deployment.py checks that no shipped module imports them). Builds install a Lambda
 lock with `pip install --require-hashes --no-deps`, so pip neither resolves nor fetches anything
 else.
 
@@ -59,7 +59,7 @@ LAMBDA_ENVIRONMENTS = [
 ]
 
 # Dependencies a function's resolution pulls in that no shipped module imports (package names as
-# in the lock). Keep a reason for each: tests/test_build_contents.py checks the claim on the build.
+# in the lock). Keep a reason for each: tests/test_deployment.py checks the claim on the build.
 NOT_SHIPPED: dict[str, dict[str, str]] = {
     "functions/chat": {
         "huggingface-hub": "tokenizers requires it, but only its Python bindings are imported, "
@@ -76,6 +76,13 @@ NOT_SHIPPED: dict[str, dict[str, str]] = {
         "click": "only the httpx command line (httpx._main, which also needs rich: absent) "
         "imports it; `import httpx` falls back without it",
         "types-requests": "type stubs (.pyi): never imported",
+        # The v1 client's: the chat function builds cohere.v2.client.V2Client (chat/assistant.py),
+        # whose modules import none of these; cohere.ClientV2 would (it extends the v1 Client).
+        "tokenizers": "only the v1 client (cohere.client, local tokenize/detokenize) imports it",
+        "fastavro": "only the v1 client's dataset helpers (cohere.utils) import it",
+        "requests": "only the v1 client's tokenizer download and the AWS/OCI clients import it",
+        "urllib3": "only requests imports it",
+        "charset-normalizer": "only requests imports it",
     },
     "functions/mcp": {},
     "functions/reminders": {},

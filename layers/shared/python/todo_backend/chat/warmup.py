@@ -45,19 +45,18 @@ def prepare_cohere() -> None:
     settings = get_settings()
     if settings.co_api_key is None:
         return  # chat answers 503 without a key: nothing of the SDK is ever needed
-    import cohere
     import httpx
 
-    from todo_backend.chat.assistant import get_cohere_client
+    from todo_backend.chat.assistant import build_cohere_client, get_cohere_client
     from todo_backend.tasks.tools import cohere_tool_definitions
 
     get_cohere_client()
     with httpx.Client(transport=httpx.MockTransport(_scripted_reply)) as transport:
-        rehearsal = cohere.ClientV2(
+        rehearsal = build_cohere_client(
             api_key="snapstart-warm-up",
             base_url="https://snapstart.invalid",
+            timeout=settings.chat_turn_budget_seconds,
             httpx_client=transport,
-            max_retries=0,
         )
         messages: list[Any] = [
             {"role": "system", "content": "You manage the user's tasks."},
