@@ -3,12 +3,13 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import todo_backend.chat.models
+import todo_backend.chat.tables
 import todo_backend.tasks.models
 from todo_backend.core.db import create_database_engine
 from todo_backend.core.settings import load_migration_settings
 
-# The chat tables are SQLModel tables; the task tables are SQLAlchemy Core, on their own metadata.
+# The chat tables are SQLModel tables (chat/tables.py); the task tables are SQLAlchemy Core, on
+# their own metadata.
 target_metadata = [SQLModel.metadata, todo_backend.tasks.models.metadata]
 
 

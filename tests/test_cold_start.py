@@ -58,3 +58,7 @@ def test_chat_function_defers_the_cohere_sdk_to_the_first_turn(module):
     probe = run_probe(module)
     assert "cohere" not in probe["loaded"]
     assert "boto3" not in probe["loaded"]
+    # Its statements are SQL text and its responses plain pydantic: the SQLModel tables
+    # (chat/tables.py, for migrations) and SQLAlchemy's ORM stay out of its cold start
+    assert "sqlmodel" not in probe["loaded"]
+    assert "sqlalchemy.orm" not in probe["loaded"]

@@ -1,36 +1,19 @@
-"""Conversations with the assistant and their messages."""
+"""What clients send to the chat routes and get back (the tables: chat/tables.py).
+
+Plain pydantic models, as the tasks' responses: SQLModel would bring SQLAlchemy's ORM into the
+chat function's cold start."""
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, StringConstraints
-from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
-    Column,
-    Date,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    PrimaryKeyConstraint,
-    String,
-    Text,
-    UniqueConstraint,
-    func,
-    text,
-)
-from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlmodel import Field, SQLModel
+from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints
 
 from todo_backend.tasks.models import (
-    IDEMPOTENCY_KEY_MAX,
     StrictModel,
     UtcDateTime,
     reject_control_characters_but_line_breaks,
-    set_by_database_now,
 )
 
 MESSAGE_MAX = 4000
@@ -40,148 +23,6 @@ CONVERSATION_TITLE_MAX = 80
 class Role(StrEnum):
     user = "user"
     assistant = "assistant"
-
-
-class Conversation(SQLModel, table=True):
-    __tablename__ = "conversations"
-    __table_args__ = (
-        Index("ix_conversations_user_updated", "user_id", text("updated_at DESC"), text("id DESC")),
-    )
-
-    id: uuid.UUID | None = Field(
-        default=None,
-        sa_column=Column(
-            UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid()
-        ),
-    )
-    user_id: str = Field(sa_column=Column(Text, nullable=False))
-    title: str = Field(sa_column=Column(String(CONVERSATION_TITLE_MAX), nullable=False))
-    created_at: datetime | None = set_by_database_now()
-    updated_at: datetime | None = set_by_database_now()
-
-
-class Message(SQLModel, table=True):
-    __tablename__ = "messages"
-    __table_args__ = (
-        CheckConstraint("role IN ('user', 'assistant')", name="ck_messages_role"),
-        Index("ix_messages_conversation_created", "conversation_id", "created_at", "id"),
-        # One reply per turn: a retried turn replaces its failure note.
-        Index(
-            "uq_messages_turn_reply",
-            "turn_id",
-            unique=True,
-            postgresql_where=text("role = 'assistant'"),
-        ),
-    )
-
-    id: uuid.UUID | None = Field(
-        default=None,
-        sa_column=Column(
-            UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid()
-        ),
-    )
-    conversation_id: uuid.UUID = Field(
-        sa_column=Column(
-            UUID(as_uuid=True),
-            ForeignKey("conversations.id", ondelete="CASCADE"),
-            nullable=False,
-        )
-    )
-    role: str = Field(sa_column=Column(String(9), nullable=False))
-    content: str = Field(sa_column=Column(Text, nullable=False))
-    # What an assistant message did: [{"id", "name", "arguments", "result", "step"}], in order.
-    tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSONB))
-    # The model's plan before each step of tool calls, replayed with them.
-    tool_plans: list[str] | None = Field(default=None, sa_column=Column(JSONB))
-    # The turn that wrote it (null for messages stored before turns were recorded).
-    turn_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
-    # clock_timestamp(): messages written within one transaction still order correctly.
-    created_at: datetime | None = Field(
-        default=None,
-        sa_column=Column(
-            DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
-        ),
-    )
-
-
-class ChatTurn(SQLModel, table=True):
-    """One turn (one POST .../chat): its idempotency key, state, stored response and usage."""
-
-    __tablename__ = "chat_turns"
-    __table_args__ = (
-        CheckConstraint(
-            "status IN ('running', 'succeeded', 'failed')", name="ck_chat_turns_status"
-        ),
-        UniqueConstraint("user_id", "idempotency_key", name="uq_chat_turns_user_key"),
-        Index("ix_chat_turns_conversation_created", "conversation_id", "created_at"),
-    )
-
-    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
-    user_id: str = Field(sa_column=Column(Text, nullable=False))
-    conversation_id: uuid.UUID = Field(
-        sa_column=Column(
-            UUID(as_uuid=True),
-            ForeignKey("conversations.id", ondelete="CASCADE"),
-            nullable=False,
-        )
-    )
-    idempotency_key: str | None = Field(default=None, sa_column=Column(String(IDEMPOTENCY_KEY_MAX)))
-    # A hash of the request (message and conversation): a key reused for another request is a 422.
-    fingerprint: str = Field(sa_column=Column(Text, nullable=False))
-    status: str = Field(sa_column=Column(String(9), nullable=False))
-    # Chosen by the function for each attempt: a claim run again after its reply was lost knows
-    # the turn as its own.
-    attempt_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
-    attempts: int = Field(sa_column=Column(Integer, nullable=False, server_default="1"))
-    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
-    input_tokens: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
-    output_tokens: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
-    created_at: datetime | None = set_by_database_now()
-    started_at: datetime | None = set_by_database_now()
-    finished_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
-    )
-
-
-class ChatToolCall(SQLModel, table=True):
-    """A tool call of a turn. A call that changed a task is written in the statement that made the
-    change (`task` is the changed row, `result` null until derived); others when the turn ends."""
-
-    __tablename__ = "chat_tool_calls"
-    __table_args__ = (PrimaryKeyConstraint("turn_id", "seq", name="pk_chat_tool_calls"),)
-
-    turn_id: uuid.UUID = Field(
-        sa_column=Column(
-            UUID(as_uuid=True), ForeignKey("chat_turns.id", ondelete="CASCADE"), nullable=False
-        )
-    )
-    seq: int = Field(sa_column=Column(Integer, nullable=False))
-    step: int = Field(sa_column=Column(Integer, nullable=False))
-    call_id: str = Field(sa_column=Column(Text, nullable=False))
-    name: str = Field(sa_column=Column(Text, nullable=False))
-    arguments: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    tool_plan: str = Field(sa_column=Column(Text, nullable=False, server_default=""))
-    kind: str | None = Field(default=None, sa_column=Column(String(9)))
-    task: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
-    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
-    created_at: datetime | None = Field(
-        default=None,
-        sa_column=Column(
-            DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
-        ),
-    )
-
-
-class ChatUsage(SQLModel, table=True):
-    """Turns and billed Cohere tokens per user and UTC day."""
-
-    __tablename__ = "chat_usage"
-    __table_args__ = (PrimaryKeyConstraint("user_id", "day", name="pk_chat_usage"),)
-
-    user_id: str = Field(sa_column=Column(Text, nullable=False))
-    day: date = Field(sa_column=Column(Date, nullable=False))
-    turns: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
-    tokens: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
 
 
 def _not_blank(value: str) -> str:
@@ -203,31 +44,31 @@ class ChatRequest(StrictModel):
     conversation_id: uuid.UUID | None = None
 
 
-class ToolCallPublic(SQLModel):
+class ToolCallPublic(BaseModel):
     name: str
     arguments: dict[str, Any]
     result: dict[str, Any]
 
 
-class ChatResponse(SQLModel):
+class ChatResponse(BaseModel):
     conversation_id: uuid.UUID
     response: str
     tool_calls: list[ToolCallPublic]
 
 
-class ConversationPublic(SQLModel):
+class ConversationPublic(BaseModel):
     id: uuid.UUID
     title: str
     created_at: UtcDateTime
     updated_at: UtcDateTime
 
 
-class ConversationPage(SQLModel):
+class ConversationPage(BaseModel):
     items: list[ConversationPublic]
     total: int
 
 
-class MessagePublic(SQLModel):
+class MessagePublic(BaseModel):
     id: uuid.UUID
     role: Role
     content: str
@@ -235,14 +76,14 @@ class MessagePublic(SQLModel):
     created_at: UtcDateTime
 
 
-class MessagePage(SQLModel):
+class MessagePage(BaseModel):
     items: list[MessagePublic]
     total: int
     limit: int
     offset: int
 
 
-class ChatUsagePublic(SQLModel):
+class ChatUsagePublic(BaseModel):
     day: date
     turns: int
     turn_limit: int

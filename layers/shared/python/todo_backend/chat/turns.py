@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CTE, Executable, func, insert, literal, select
+from sqlalchemy import CTE, Executable, column, func, insert, literal, select, table
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.engine import Connection, RowMapping
@@ -33,7 +33,7 @@ from todo_backend.chat.conversations import (
     storable,
     title_from,
 )
-from todo_backend.chat.models import ChatToolCall, ChatUsagePublic
+from todo_backend.chat.models import ChatUsagePublic
 from todo_backend.core.db import Database, DatabaseUnavailableError
 from todo_backend.core.settings import Settings
 from todo_backend.tasks.service import ChangeKind
@@ -43,7 +43,9 @@ from todo_backend.tasks.service import ChangeKind
 ABANDON_MARGIN_SECONDS = 30.0
 HISTORY_ROWS = 50
 
-calls_table = ChatToolCall.__table__  # type: ignore[attr-defined]
+# The columns a tool call's record is written with (the table: chat/tables.py ChatToolCall).
+RECORD_COLUMNS = ("turn_id", "seq", "step", "call_id", "name", "arguments", "tool_plan", "kind")
+calls_table = table("chat_tool_calls", *map(column, (*RECORD_COLUMNS, "task")))
 
 
 def fingerprint(message: str, conversation_id: uuid.UUID | None) -> str:
@@ -340,8 +342,7 @@ def record_hook(
             .select_from(changed)
             .limit(1)
         )
-        columns = ["turn_id", "seq", "step", "call_id", "name", "arguments", "tool_plan"]
-        return insert(calls_table).from_select([*columns, "kind", "task"], row)
+        return insert(calls_table).from_select([*RECORD_COLUMNS, "task"], row)
 
     return hook
 

@@ -172,17 +172,7 @@ IdempotencyKey = Annotated[
 # --- the table ----------------------------------------------------------------------------------
 
 
-def set_by_database_now() -> Any:
-    """A `timestamptz NOT NULL DEFAULT now()` column of an SQLModel table (the chat tables): the
-    database's clock, not the container's."""
-    # Imported here: the task tables below are SQLAlchemy Core, and the tasks function never
-    # imports SQLModel (it would bring SQLAlchemy's ORM, ~75 ms of a cold start).
-    from sqlmodel import Field as TableField
-
-    return TableField(default=None, sa_column=_database_now())
-
-
-def _database_now(name: str | None = None) -> Column[Any]:
+def database_now_column(name: str | None = None) -> Column[Any]:
     column: Column[Any] = Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     if name is not None:
         column.name = column.key = name
@@ -191,7 +181,7 @@ def _database_now(name: str | None = None) -> Column[Any]:
 
 # The task tables are SQLAlchemy Core tables: every statement of the service is Core, nothing
 # maps rows to objects. `metadata` holds them (migrations/env.py compares it with the database,
-# as it does SQLModel.metadata, which holds the chat tables).
+# as it does SQLModel.metadata, which holds the chat tables: chat/tables.py).
 metadata = MetaData()
 
 tasks = Table(
@@ -206,8 +196,8 @@ tasks = Table(
     Column("tags", ARRAY(String(TAG_MAX)), nullable=False, server_default=text("'{}'")),
     Column("due_date", DateTime(timezone=True)),
     Column("completed_at", DateTime(timezone=True)),
-    _database_now("created_at"),
-    _database_now("updated_at"),
+    database_now_column("created_at"),
+    database_now_column("updated_at"),
     Column("recurrence", String(RECURRENCE_MAX)),
     # The occurrence created when this one was completed (kept if that one is deleted).
     Column("next_task_id", BigInteger),
@@ -424,7 +414,7 @@ task_events = Table(
     Column("user_id", Text, nullable=False),
     Column("task_id", BigInteger, nullable=False),
     Column("detail_type", String(32), nullable=False),
-    _database_now("occurred_at"),
+    database_now_column("occurred_at"),
     # The task as the API returns it (TaskPublic's JSON).
     Column("task", JSONB, nullable=False),
     Column("relayed_at", DateTime(timezone=True)),
