@@ -5,6 +5,10 @@ chat turn stays a plain `def`: it waits seconds on Cohere, and locally (uvicorn)
 the event loop that serves everything else.
 """
 
+import gc
+
+gc.disable()  # while the function initialises; register_snapstart (last) enables it
+
 import uuid
 from typing import Annotated
 

@@ -5,6 +5,10 @@ POST /mcp is a FastAPI route (so it is documented and authenticated like every o
 response hands the untouched ASGI request to the SDK's Streamable HTTP transport.
 """
 
+import gc
+
+gc.disable()  # while the function initialises; register_snapstart (last) enables it
+
 from typing import Annotated, Any
 
 from fastapi import Depends, Request

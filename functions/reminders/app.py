@@ -5,6 +5,10 @@ outbox in the same statement), then relays the outbox's pending task events to t
 EventBridge bus. The logic is in the shared layer.
 """
 
+import gc
+
+gc.disable()  # while the function initialises; register_snapstart (last) enables it
+
 from functools import partial
 from importlib import import_module
 from typing import Any

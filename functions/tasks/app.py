@@ -4,6 +4,10 @@ Routes are `async def` although the database calls block: a Lambda container ser
 at a time, so FastAPI's worker-thread hop for sync routes would be pure per-request overhead.
 """
 
+import gc
+
+gc.disable()  # while the function initialises; register_snapstart (last) enables it
+
 from typing import Annotated
 
 from fastapi import Body, Header, Path, Query, Request, Response, status

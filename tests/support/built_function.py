@@ -14,8 +14,8 @@ stdin is a JSON object:
     result_path     where to write the result (stdout belongs to the function's logs)
 
 The result, JSON: each response, the origin of key modules, sys.path, whether cohere was imported
-or can be found, every module loaded at the end, the import time of `app` and the peak resident
-memory of the process.
+or can be found, every module loaded at the end (and those marked absent: None in sys.modules),
+the import time of `app` and the peak resident memory of the process.
 """
 
 import base64
@@ -89,6 +89,7 @@ def main() -> None:
         "cohere_imported_by_requests": cohere_imported_by_requests,
         "cohere_findable": cohere_findable,
         "modules": sorted(sys.modules),
+        "blocked_modules": sorted(name for name, module in sys.modules.items() if module is None),
         "import_seconds": round(import_seconds, 3),
         "peak_rss_mb": peak_rss_mb(),
     }
