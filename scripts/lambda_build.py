@@ -391,27 +391,28 @@ def build(name: str, artifacts: Path, architecture: str) -> None:
 def compile_tree(target: Path, keep_source: set[str]) -> None:
     """Byte-compiles every module; drops the source of all but `keep_source` (top-level names
     under target) and KEEP_SOURCE."""
-    failed = []
-    for path in sorted(target.rglob("*.py")):
-        relative = path.relative_to(target)
-        if relative.parts[0] in keep_source or relative.as_posix() in KEEP_SOURCE:
-            # unchecked-hash: SAM zips every file with a 1980 timestamp, which would make
-            # mtime-based .pyc stale (and Python would recompile them on every cold start,
-            # unable to write them).
-            mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
-            cfile = None
-        else:
-            mode = py_compile.PycInvalidationMode.TIMESTAMP  # never checked without a source
-            cfile = str(path.with_suffix(".pyc"))
-        try:
-            py_compile.compile(
-                str(path), cfile=cfile, dfile=str(relative), doraise=True, invalidation_mode=mode
-            )
-        except py_compile.PyCompileError as error:
-            failed.append(f"{relative}: {error.msg}")
-            continue
-        if cfile is not None:
-            path.unlink()
+    sources = sorted(target.rglob("*.py"))
+    kept = [
+        path
+        for path in sources
+        if path.relative_to(target).parts[0] in keep_source
+        or path.relative_to(target).as_posix() in KEEP_SOURCE
+    ]
+    # unchecked-hash: SAM zips every file with a 1980 timestamp, which would make mtime-based
+    # .pyc stale (and Python would recompile them on every cold start, unable to write them).
+    failed = compile_files(target, kept, py_compile.PycInvalidationMode.UNCHECKED_HASH, False)
+    # Sourceless modules without column positions (-X no_debug_ranges): a traceback could not
+    # point into source it does not have, and the bytecode is 5% smaller and loads faster.
+    sourceless = sorted(set(sources) - set(kept))
+    completed = subprocess.run(
+        [sys.executable, "-X", "no_debug_ranges", __file__, "compile-sourceless", str(target)],
+        input="\n".join(map(str, sourceless)),
+        capture_output=True,
+        text=True,
+    )
+    failed += completed.stdout.split("\n") if completed.stdout else []
+    if completed.returncode != 0:
+        failed.append(completed.stderr[-2000:])
     # Where an extension module and a pure-Python twin ship together (SQLAlchemy's Cython
     # modules), Python imports the extension: the twin's bytecode is never loaded.
     for library in target.rglob("*.so"):
@@ -422,7 +423,34 @@ def compile_tree(target: Path, keep_source: set[str]) -> None:
         raise SystemExit("byte-compilation failed:\n" + "\n".join(failed))
 
 
+def compile_files(
+    target: Path, paths: list[Path], mode: py_compile.PycInvalidationMode, sourceless: bool
+) -> list[str]:
+    """Compiles each file (sourceless: to module.pyc beside it, then deletes the source);
+    returns the failures."""
+    failed = []
+    for path in paths:
+        relative = path.relative_to(target)
+        cfile = str(path.with_suffix(".pyc")) if sourceless else None
+        try:
+            py_compile.compile(
+                str(path), cfile=cfile, dfile=str(relative), doraise=True, invalidation_mode=mode
+            )
+        except py_compile.PyCompileError as error:
+            failed.append(f"{relative}: {error.msg}")
+            continue
+        if sourceless:
+            path.unlink()
+    return failed
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["compile-sourceless"]:  # compile_tree's child: the files on stdin
+        target = Path(sys.argv[2])
+        paths = [Path(line) for line in sys.stdin.read().splitlines() if line]
+        mode = py_compile.PycInvalidationMode.TIMESTAMP  # never checked without a source
+        print("\n".join(compile_files(target, paths, mode, True)), end="")
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("set", choices=sorted(SETS))
     parser.add_argument("artifacts_dir", type=Path)

@@ -6,6 +6,7 @@ The build runs once per session (about a minute and a half: the layer's wheels c
 """
 
 import json
+import marshal
 import os
 import platform
 import shutil
@@ -436,6 +437,9 @@ def test_the_layer_holds_the_package_and_its_dependencies_under_python(
     # Libraries as bytecode alone (module.pyc where module.py was); the modules that read their
     # own source keep it (scripts/lambda_build.py KEEP_SOURCE)
     assert (python / "sqlalchemy" / "engine" / "base.pyc").is_file()
+    # compiled without column positions (no source to point into)
+    code = marshal.loads((python / "sqlalchemy" / "engine" / "base.pyc").read_bytes()[16:])
+    assert {column for _, _, column, _ in code.co_positions()} == {None}
     assert not list(python.glob("sqlalchemy/**/*.py"))
     assert not list(python.glob("fastapi/**/__pycache__"))
     assert (python / "anyio" / "__init__.py").is_file()
