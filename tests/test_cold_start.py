@@ -11,12 +11,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
-import json, sys
+import gc, json, sys
 import {module} as function
 from tests.support.lambda_events import LambdaContext, http_api_event
 response = function.handler(http_api_event("GET", "/api/health"), LambdaContext())
 print(json.dumps({{
     "status": response["statusCode"],
+    "gc_enabled": gc.isenabled(),
+    "gc_frozen": gc.get_freeze_count(),
     "loaded": sorted(name for name in ("cohere", "boto3", "botocore.session", "httpx", "alembic",
                                        "sqlmodel", "sqlalchemy.orm")
                      if name in sys.modules),
@@ -51,6 +53,9 @@ def test_tasks_function_imports_neither_cohere_nor_aws_sdk():
     # SQLAlchemy's ORM (the task tables are Core tables)
     assert probe["status"] == 200
     assert probe["loaded"] == []
+    # And the collector, off while the module imported, is on again with what it built frozen
+    assert probe["gc_enabled"]
+    assert probe["gc_frozen"] > 100_000
 
 
 @pytest.mark.parametrize("module", ["functions.chat.app"])
