@@ -111,6 +111,20 @@ def module_files(roots: Iterable[Path]) -> dict[str, Path]:
     return modules
 
 
+def package_of(path: Path, module: str) -> str:
+    """The package a module's relative imports start from (itself, for an __init__)."""
+    return module if path.stem == "__init__" else module.rpartition(".")[0]
+
+
+def absolute_name(package: str, level: int, name: str | None) -> str:
+    """The module a `from <level dots><name> import` inside `package` names."""
+    if not level:
+        return name or ""
+    base_parts = package.split(".") if package else []
+    base_parts = base_parts[: len(base_parts) - (level - 1)]
+    return ".".join([*base_parts, *([name] if name else [])])
+
+
 def imports_of(path: Path, module: str) -> set[str]:
     """Every module an import statement anywhere in the file (also inside functions and
     try/except) names, and string literals given to importlib.import_module / __import__.
@@ -121,18 +135,13 @@ def imports_of(path: Path, module: str) -> set[str]:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError):
         return set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    package = package_of(path, module)
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base_parts = package.split(".") if package else []
-                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
-                base = ".".join([*base_parts, *([node.module] if node.module else [])])
-            else:
-                base = node.module or ""
+            base = absolute_name(package, node.level, node.module)
             if base:
                 found.add(base)
             found.update(f"{base}.{alias.name}" if base else alias.name for alias in node.names)
@@ -168,22 +177,15 @@ def bytecode_imports(path: Path, module: str) -> set[str]:
     source (tests/test_build_import_graph.py), and may find a few strings that name no module
     (the start of a computed name: "sqlalchemy.dialects.%s")."""
     code = marshal.loads(path.read_bytes()[16:])  # after the .pyc header
-    package = module if path.stem == "__init__" else module.rpartition(".")[0]
+    package = package_of(path, module)
     found: set[str] = set()
-
-    def absolute(name: str, level: int) -> str:
-        if not level:
-            return name
-        base_parts = package.split(".") if package else []
-        base_parts = base_parts[: len(base_parts) - (level - 1)]
-        return ".".join([*base_parts, *([name] if name else [])])
 
     def walk(code: types.CodeType) -> None:
         instructions = [i for i in dis.get_instructions(code) if i.opname not in BYTECODE_FILLERS]
         for index, instruction in enumerate(instructions):
             if instruction.opname == "IMPORT_NAME":
                 level, from_list = (i.argval for i in instructions[index - 2 : index])
-                base = absolute(instruction.argval, level)
+                base = absolute_name(package, level, instruction.argval)
                 if base:
                     found.add(base)
                 for name in from_list or ():
