@@ -6,6 +6,7 @@ Heavy scenarios run through the Lambda handler only; the others through both cli
 """
 
 import json
+import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from tests.support.chat import (
     stored_messages,
     task_rows,
     tool_results,
+    usage_row_locked,
 )
 from tests.support.lambda_events import LambdaClient
 
@@ -343,9 +345,9 @@ def test_a_repeat_with_the_same_key_returns_the_first_response_without_the_model
     assert keyed(chat_api, user, "Add once", "k" * 256).status_code == 422
 
 
-def test_a_repeat_while_the_first_runs_is_409(lambda_chat, fake_cohere, monkeypatch):
+def test_a_repeat_while_the_first_runs_is_409(lambda_chat, fake_cohere, configure):
     # Given a turn whose model takes a second to answer, and room for two connections
-    settings(monkeypatch, DB_POOL_SIZE="2")
+    configure(DB_POOL_SIZE="2")
     user = ChatUser()
     fake_cohere.script(slow_reply(1.0, then=text_reply("Slow answer.")))
     thread, outcome = in_thread(lambda: keyed(lambda_chat, user, "Hello", "key-slow"))
@@ -439,9 +441,10 @@ def test_billed_tokens_count_against_the_daily_token_quota(
     assert len(fake_cohere.requests) == 2
 
 
-def test_concurrent_turns_never_exceed_the_quota(lambda_chat, fake_cohere, monkeypatch):
-    # Given three turns a day, and six turns sent at once over six connections
-    settings(monkeypatch, CHAT_DAILY_TURNS="3", DB_POOL_SIZE="6")
+def test_concurrent_turns_never_exceed_the_quota(lambda_chat, fake_cohere, configure):
+    # Given three turns a day, and six turns sent at once over six connections (a cold start:
+    # the pool size is read when the engine is built)
+    configure(CHAT_DAILY_TURNS="3", DB_POOL_SIZE="6")
     user = ChatUser()
     fake_cohere.script(*[text_reply("Hi.") for _ in range(6)])
     started = [in_thread(lambda n=n: chat(lambda_chat, user, f"Hi {n}")) for n in range(6)]
@@ -452,6 +455,27 @@ def test_concurrent_turns_never_exceed_the_quota(lambda_chat, fake_cohere, monke
     statuses = sorted(outcome["value"].status_code for _, outcome in started)
     assert statuses == [200, 200, 200, 429, 429, 429]
     assert len(fake_cohere.requests) == 3
+
+
+def test_concurrent_repeats_of_one_turn_run_and_count_it_once(lambda_chat, fake_cohere, configure):
+    # Given six requests with one key, sent over six connections while the user's usage row is
+    # locked, so that each claim starts (and takes its snapshot) before any of them can finish
+    configure(DB_POOL_SIZE="6")
+    user = ChatUser()
+    fake_cohere.script(text_reply("Once."))
+    with usage_row_locked(os.environ["DATABASE_URL"], user.id, waiters=6):
+        started = [
+            in_thread(lambda: keyed(lambda_chat, user, "Hello", "key-at-once")) for _ in range(6)
+        ]
+    for thread, _ in started:
+        thread.join()
+
+    # Then one ran, the others were told it is running, and the quota counts one turn
+    statuses = sorted(outcome["value"].status_code for _, outcome in started)
+    assert statuses == [200, 409, 409, 409, 409, 409], statuses
+    assert len(fake_cohere.requests) == 1
+    usage = lambda_chat.get(f"/api/{user.id}/chat/usage", headers=user.headers).json()
+    assert usage["turns"] == 1
 
 
 def test_a_new_user_has_no_usage(chat_api, other_user):

@@ -8,6 +8,7 @@ out) or twice (the function gives up). Then, through the Lambda handler:
 - the same request with the same Idempotency-Key finishes the turn without repeating a change.
 """
 
+import os
 import time
 import uuid
 from typing import Any
@@ -22,6 +23,7 @@ from tests.support.chat import (
     fake_cohere_fixture,  # noqa: F401
     in_thread,
     tool_results,
+    usage_row_locked,
 )
 from tests.support.lambda_events import LambdaClient
 from tests.support.pg_proxy import PgProxy
@@ -34,8 +36,6 @@ FINISH = "jsonb_to_recordset"
 @pytest.fixture
 def direct_db() -> Any:
     """The test database without the proxy, to check what really committed."""
-    import os
-
     from todo_backend.core.db import Database, create_database_engine
 
     database = Database(create_database_engine(os.environ["DATABASE_URL"]))
@@ -46,8 +46,6 @@ def direct_db() -> Any:
 @pytest.fixture
 def proxy(configure: Any, fake_cohere: Any) -> Any:
     """The chat function, cold-started with its database behind the proxy."""
-    import os
-
     with PgProxy(os.environ["DATABASE_URL"]) as started:
         configure(DATABASE_URL=started.url)
         clear_cohere_client()
@@ -170,11 +168,13 @@ def test_a_lost_statement_or_reply_never_loses_or_repeats_a_change(
         text_reply("Done."),
     )
     # ... and a statement of the turn (or its reply) lost once or twice
-    proxy.fail(match, when=when, times=times, skip=skip)
+    rule = proxy.fail(match, when=when, times=times, skip=skip)
 
     # When the user chats
     first = post(lambda_chat, user, message, key)
     proxy.clear()
+    # (a change whose reply was lost is read back, not sent again: its rule fires once)
+    assert 1 <= rule.fired <= times
 
     # Then the turn either succeeded or failed cleanly, never with a 500
     assert first.status_code in (200, 503), first.text
@@ -306,8 +306,9 @@ def test_a_retry_whose_claim_is_lost_once_still_resumes_the_turn(
     assert post(lambda_chat, user, "Add once", key).status_code == 502
 
     # When the client retries with the same key, and the claim (or its reply) is lost once
-    proxy.fail(CLAIM, when=when)
+    rule = proxy.fail(CLAIM, when=when)
     retry = post(lambda_chat, user, "Add once", key)
+    assert rule.fired == 1
 
     # Then the turn resumes and finishes, the task added once and shown once
     assert retry.status_code == 200, retry.text
@@ -370,3 +371,79 @@ def test_a_change_still_running_when_its_connection_broke_is_done_once(
     assert [record["result"] for record in records] == [sent]
     rows = tasks_of(direct_db, user)
     assert rows == [] if tool == "delete_task" else [{"id": task.id, "title": sent["title"]}]
+
+
+def test_a_claim_still_running_when_its_connection_broke_claims_and_counts_the_turn_once(
+    direct_db, lambda_chat, proxy, fake_cohere
+):
+    # Given a model that answers, and the claim's connection cut while its statement waits on
+    # the server (the user's usage row is locked), released once the function's next attempt
+    # waits too
+    user = ChatUser()
+    fake_cohere.script(text_reply("Hello."))
+    proxy.fail(CLAIM, when="during")
+
+    # When the user chats
+    with usage_row_locked(os.environ["DATABASE_URL"], user.id, waiters=2):
+        thread, outcome = in_thread(lambda: post(lambda_chat, user, "Hi", f"key-{uuid.uuid4()}"))
+    thread.join()
+
+    # Then the turn ran once: answered, one turn, the message stored once, counted once
+    # (the claim ran again, lost to the first attempt's insert, and ran a third time to see it)
+    assert proxy.count(CLAIM) == 3
+    response = outcome["value"]
+    assert response.status_code == 200, response.text
+    assert response.json()["response"] == "Hello."
+    turns = direct_db.fetch_all(
+        text("SELECT status FROM chat_turns WHERE user_id = :u").bindparams(u=user.id)
+    )
+    assert [turn["status"] for turn in turns] == ["succeeded"]
+    messages = direct_db.fetch_all(
+        text(
+            "SELECT m.role FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE c.user_id = :u ORDER BY m.created_at"
+        ).bindparams(u=user.id)
+    )
+    assert [message["role"] for message in messages] == ["user", "assistant"]
+    usage = lambda_chat.get(f"/api/{user.id}/chat/usage", headers=user.headers).json()
+    assert usage["turns"] == 1
+
+
+def test_a_resuming_claim_still_running_when_its_connection_broke_resumes_the_turn_once(
+    direct_db, lambda_chat, proxy, fake_cohere
+):
+    # Given a turn that failed at Cohere
+    from tests.fakes.cohere_server import error_reply
+
+    user = ChatUser()
+    key = f"turn-{uuid.uuid4()}"
+    fake_cohere.script(error_reply(400))
+    assert post(lambda_chat, user, "Hi", key).status_code == 502
+    # ... and its retry's claim cut while the statement waits on the server, as above
+    fake_cohere.script(text_reply("Hello again."))
+    proxy.fail(CLAIM, when="during")
+
+    # When the client retries with the key
+    with usage_row_locked(os.environ["DATABASE_URL"], user.id, waiters=2):
+        thread, outcome = in_thread(lambda: post(lambda_chat, user, "Hi", key))
+    thread.join()
+
+    # Then the function's second attempt takes over its own first one's claim: the turn resumed
+    # once and answered (the second attempt counted the turn again: the quota may count one
+    # turn twice here, never a turn lost)
+    response = outcome["value"]
+    assert response.status_code == 200, response.text
+    assert response.json()["response"] == "Hello again."
+    turn = turn_of(direct_db, user, key)
+    assert turn is not None and turn["status"] == "succeeded"
+    messages = direct_db.fetch_all(
+        text(
+            "SELECT m.role, m.content FROM messages m "
+            "JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE c.user_id = :u ORDER BY m.created_at"
+        ).bindparams(u=user.id)
+    )
+    assert [(m["role"], m["content"]) for m in messages] == [
+        ("user", "Hi"),
+        ("assistant", "Hello again."),
+    ]

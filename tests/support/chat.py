@@ -12,8 +12,10 @@ import asyncio
 import importlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -241,3 +243,43 @@ def in_thread(action: Callable[[], Any]) -> tuple[threading.Thread, dict[str, An
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, outcome
+
+
+@contextmanager
+def usage_row_locked(database_url: str, user_id: str, waiters: int) -> Iterator[None]:
+    """Hold the user's usage row of today locked (FOR UPDATE, in a transaction of its own) while
+    the block runs, then until `waiters` statements wait on a lock: every claim of the user
+    waits on that row, with the snapshot it took when it started. Then release it."""
+    from todo_backend.core.db import create_database_engine
+
+    engine = create_database_engine(database_url, pool_size=2, autocommit=False)
+    try:
+        with engine.connect() as locker, engine.connect() as watcher:
+            locker.execute(
+                text(
+                    "INSERT INTO chat_usage (user_id, day, turns, tokens) "
+                    "VALUES (:u, (now() AT TIME ZONE 'UTC')::date, 0, 0) "
+                    "ON CONFLICT DO NOTHING"
+                ).bindparams(u=user_id)
+            )
+            locker.commit()
+            locker.execute(
+                text("SELECT turns FROM chat_usage WHERE user_id = :u FOR UPDATE").bindparams(
+                    u=user_id
+                )
+            )
+            yield
+            waiting = text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            deadline = time.monotonic() + 5
+            while watcher.execute(waiting).scalar_one() < waiters:
+                watcher.rollback()  # a fresh snapshot of pg_stat_activity
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"fewer than {waiters} statements wait on a lock")
+                time.sleep(0.01)
+            time.sleep(0.05)  # (let the last one settle into its wait)
+            locker.commit()
+    finally:
+        engine.dispose()

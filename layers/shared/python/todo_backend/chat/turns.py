@@ -4,7 +4,10 @@ A turn takes one statement to start (`claim`), one per tool call, and one to fin
 
 - `claim` checks and counts the daily quota, claims the idempotency key (or takes over a failed or
   abandoned turn with that key), stores the user's message and returns the bounded history, in one
-  statement: no read-then-write race, whatever runs concurrently.
+  statement: no read-then-write race, whatever runs concurrently. A claim whose snapshot missed
+  a concurrent insert of the same turn (its own earlier attempt, still running when its reply
+  was lost, or a request with the same key) fails on the turn's key, which undoes its quota
+  count, and runs again; a resume takes over a turn that its own earlier attempt resumed.
 - A tool call that changes a task is recorded by a `ChangeHook` in the very statement that makes
   the change (`chat_tool_calls`, keyed by turn and call number). Run twice, that statement either
   applies once or fails on the key and rolls back whole, so a lost reply is settled by running it
@@ -42,6 +45,8 @@ from todo_backend.tasks.service import ChangeKind
 # any Lambda timeout behind API Gateway's 29 s can add).
 ABANDON_MARGIN_SECONDS = 30.0
 HISTORY_ROWS = 50
+# The keys a claimed turn's insert can collide on (chat/tables.py ChatTurn).
+TURN_KEYS = ("chat_turns_pkey", "uq_chat_turns_user_key")
 
 # The columns a tool call's record is written with (the table: chat/tables.py ChatToolCall).
 RECORD_COLUMNS = ("turn_id", "seq", "step", "call_id", "name", "arguments", "tool_plan", "kind")
@@ -102,7 +107,6 @@ CLAIM = compact(
                coalesce(CAST(:conversation_id AS uuid), CAST(:new_conversation_id AS uuid)),
                CAST(:idempotency_key AS varchar), :fingerprint, 'running'
         FROM decision, usage WHERE decision.action = 'new'
-        ON CONFLICT DO NOTHING
         RETURNING id, conversation_id, created_at
     ), started AS (
         INSERT INTO conversations (id, user_id, title)
@@ -122,7 +126,8 @@ CLAIM = compact(
         FROM existing, decision, usage
         WHERE t.id = existing.id AND decision.action = 'resume'
           AND (t.status = 'failed'
-               OR t.started_at <= now() - make_interval(secs => :abandon_seconds))
+               OR t.started_at <= now() - make_interval(secs => :abandon_seconds)
+               OR t.attempt_id = CAST(:turn_id AS uuid))
         RETURNING t.id, t.conversation_id, t.created_at
     ), claimed AS (
         SELECT id, conversation_id, created_at FROM turn
@@ -272,7 +277,16 @@ def claim(
         history_chars=settings.chat_history_max_chars,
         note=UNFINISHED_TURN_NOTE,
     )
-    row = db.fetch_one(statement, idempotent=True)
+    try:
+        row = db.fetch_one(statement, idempotent=True)
+    except IntegrityError as error:
+        if not any(key in str(error.orig) for key in TURN_KEYS):
+            raise
+        # Another statement inserted the turn while this one ran: our own first attempt, whose
+        # reply was lost but which ran on (a cut connection does not stop a statement), or a
+        # concurrent request with the same key. The failed insert undid this statement's quota
+        # count; run it again to see the winner's turn (`mine`, `busy`, ...).
+        row = db.fetch_one(statement, idempotent=True)
     assert row is not None
     return Claim(
         action=row["action"],
