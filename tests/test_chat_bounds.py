@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.cohere_server import slow_reply, text_reply, tool_calls_reply
+from tests.fakes.cohere_server import error_reply, slow_reply, text_reply, tool_calls_reply
 from tests.support.chat import (
     ChatUser,
     chat,
@@ -402,6 +402,29 @@ def test_over_the_daily_turn_quota_is_429_before_the_model(chat_api, fake_cohere
     # And the usage says so
     usage = chat_api.get(f"/api/{user.id}/chat/usage", headers=user.headers).json()
     assert usage["turns"] == 2 and usage["turn_limit"] == 2
+
+
+def test_a_resumed_turn_counts_against_the_quota_and_a_replay_does_not(
+    chat_api, fake_cohere, monkeypatch
+):
+    # Given two turns a day, and a turn that failed at Cohere (one turn used)
+    settings(monkeypatch, CHAT_DAILY_TURNS="2")
+    user = ChatUser()
+    fake_cohere.script(error_reply(400))
+    assert keyed(chat_api, user, "Hello", "key-resumed").status_code == 502
+
+    # When the client retries it with its key, and repeats it once it succeeded
+    fake_cohere.script(text_reply("Hello."))
+    resumed = keyed(chat_api, user, "Hello", "key-resumed")
+    assert resumed.status_code == 200, resumed.text
+    assert keyed(chat_api, user, "Hello", "key-resumed").json() == resumed.json()
+
+    # Then the resumed attempt used the second turn, the replay none
+    usage = chat_api.get(f"/api/{user.id}/chat/usage", headers=user.headers).json()
+    assert usage["turns"] == 2
+    # And a new turn is over the quota, before the model
+    assert chat(chat_api, user, "Another").status_code == 429
+    assert len(fake_cohere.requests) == 2
 
 
 def test_billed_tokens_count_against_the_daily_token_quota(
