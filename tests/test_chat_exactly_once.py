@@ -95,6 +95,29 @@ def recorded_titles(db: Any, turn_id: Any) -> list[str]:
     return [row["title"] for row in rows]
 
 
+def recorded_results(db: Any, user: ChatUser) -> list[Any]:
+    """The results recorded for the user's tool calls."""
+    rows = db.fetch_all(
+        text(
+            "SELECT c.result FROM chat_tool_calls c JOIN chat_turns t ON t.id = c.turn_id "
+            "WHERE t.user_id = :u"
+        ).bindparams(u=user.id)
+    )
+    return [row["result"] for row in rows]
+
+
+def stored_messages_of(db: Any, user: ChatUser) -> list[tuple[str, str]]:
+    """(role, content) of every message the user's conversations hold, oldest first."""
+    rows = db.fetch_all(
+        text(
+            "SELECT m.role, m.content FROM messages m "
+            "JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE c.user_id = :u ORDER BY m.created_at"
+        ).bindparams(u=user.id)
+    )
+    return [(row["role"], row["content"]) for row in rows]
+
+
 def shown_changes(api: LambdaClient, user: ChatUser) -> list[tuple[str, int]]:
     """(title, task id) of every add_task shown in the user's conversations."""
     shown = []
@@ -122,6 +145,13 @@ def assert_every_change_once(api: LambdaClient, db: Any, user: ChatUser) -> list
     assert sorted(shown) == sorted((row["title"], row["id"]) for row in rows), (shown, rows)
     return titles
 
+
+# A change to an existing task: (tool, its arguments besides task_id, the status it reports).
+CHANGES = [
+    ("complete_task", {}, "completed"),
+    ("delete_task", {}, "deleted"),
+    ("update_task", {"title": "Renamed"}, "updated"),
+]
 
 FAILURE_POINTS = [
     ("claim", CLAIM, 0),
@@ -234,14 +264,7 @@ def test_a_lost_statement_or_reply_never_loses_or_repeats_a_change(
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
-@pytest.mark.parametrize(
-    ("tool", "arguments", "status"),
-    [
-        ("complete_task", {}, "completed"),
-        ("delete_task", {}, "deleted"),
-        ("update_task", {"title": "Renamed"}, "updated"),
-    ],
-)
+@pytest.mark.parametrize(("tool", "arguments", "status"), CHANGES)
 def test_a_change_to_an_existing_task_whose_reply_was_lost_is_reported_as_done(
     direct_db, lambda_chat, proxy, fake_cohere, tool, arguments, status, when
 ):
@@ -282,13 +305,7 @@ def test_a_change_to_an_existing_task_whose_reply_was_lost_is_reported_as_done(
     else:
         assert len(rows) == 1
     # And it was recorded once, with the result the model was sent
-    records = direct_db.fetch_all(
-        text(
-            "SELECT c.result FROM chat_tool_calls c JOIN chat_turns t ON t.id = c.turn_id "
-            "WHERE t.user_id = :u"
-        ).bindparams(u=user.id)
-    )
-    assert [record["result"] for record in records] == [sent]
+    assert recorded_results(direct_db, user) == [sent]
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
@@ -317,14 +334,7 @@ def test_a_retry_whose_claim_is_lost_once_still_resumes_the_turn(
     assert assert_every_change_once(lambda_chat, direct_db, user) == ["Once"]
 
 
-@pytest.mark.parametrize(
-    ("tool", "arguments", "status"),
-    [
-        ("complete_task", {}, "completed"),
-        ("delete_task", {}, "deleted"),
-        ("update_task", {"title": "Renamed"}, "updated"),
-    ],
-)
+@pytest.mark.parametrize(("tool", "arguments", "status"), CHANGES)
 def test_a_change_still_running_when_its_connection_broke_is_done_once(
     direct_db, lambda_chat, proxy, fake_cohere, tool, arguments, status
 ):
@@ -362,13 +372,7 @@ def test_a_change_still_running_when_its_connection_broke_is_done_once(
     assert "error" not in sent, sent
     assert (sent["status"], sent["task_id"]) == (status, task.id)
     # And it is recorded and shown once
-    records = direct_db.fetch_all(
-        text(
-            "SELECT c.result FROM chat_tool_calls c JOIN chat_turns t ON t.id = c.turn_id "
-            "WHERE t.user_id = :u"
-        ).bindparams(u=user.id)
-    )
-    assert [record["result"] for record in records] == [sent]
+    assert recorded_results(direct_db, user) == [sent]
     rows = tasks_of(direct_db, user)
     assert rows == [] if tool == "delete_task" else [{"id": task.id, "title": sent["title"]}]
 
@@ -398,13 +402,7 @@ def test_a_claim_still_running_when_its_connection_broke_claims_and_counts_the_t
         text("SELECT status FROM chat_turns WHERE user_id = :u").bindparams(u=user.id)
     )
     assert [turn["status"] for turn in turns] == ["succeeded"]
-    messages = direct_db.fetch_all(
-        text(
-            "SELECT m.role FROM messages m JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE c.user_id = :u ORDER BY m.created_at"
-        ).bindparams(u=user.id)
-    )
-    assert [message["role"] for message in messages] == ["user", "assistant"]
+    assert stored_messages_of(direct_db, user) == [("user", "Hi"), ("assistant", "Hello.")]
     usage = lambda_chat.get(f"/api/{user.id}/chat/usage", headers=user.headers).json()
     assert usage["turns"] == 1
 
@@ -436,14 +434,4 @@ def test_a_resuming_claim_still_running_when_its_connection_broke_resumes_the_tu
     assert response.json()["response"] == "Hello again."
     turn = turn_of(direct_db, user, key)
     assert turn is not None and turn["status"] == "succeeded"
-    messages = direct_db.fetch_all(
-        text(
-            "SELECT m.role, m.content FROM messages m "
-            "JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE c.user_id = :u ORDER BY m.created_at"
-        ).bindparams(u=user.id)
-    )
-    assert [(m["role"], m["content"]) for m in messages] == [
-        ("user", "Hi"),
-        ("assistant", "Hello again."),
-    ]
+    assert stored_messages_of(direct_db, user) == [("user", "Hi"), ("assistant", "Hello again.")]
