@@ -319,6 +319,39 @@ def test_bad_enum_or_type_in_query_is_422(tasks_api, user):
     assert outcomes == dict.fromkeys(cases, 422)
 
 
+def test_a_bad_query_value_is_located_under_query_with_its_name(tasks_api, user):
+    # Given a user
+    # When the list is requested with two bad values
+    response = tasks_api.get(
+        "/api/tasks", params={"limit": "0", "sort": "name"}, headers=user.headers
+    )
+    # Then the 422 names each parameter, as a query parameter
+    assert response.status_code == 422
+    errors = response.json()["detail"]
+    assert sorted((e["loc"], e["type"]) for e in errors) == [
+        (["query", "limit"], "greater_than_equal"),
+        (["query", "sort"], "enum"),
+    ]
+
+
+def test_the_last_of_a_repeated_query_parameter_counts_and_unknown_ones_are_ignored(
+    tasks_api, user, task_factory
+):
+    # Given a user with a high and a low priority task
+    task_factory(user, title="high", priority="high")
+    task_factory(user, title="low", priority="low")
+    # When the list is requested with `priority` twice and a parameter the API does not know
+    response = tasks_api.get(
+        "/api/tasks",
+        params={"priority": ["high", "low"], "colour": "red", "limit": 5},
+        headers=user.headers,
+    )
+    # Then the last priority filters, and the unknown parameter changes nothing
+    assert response.status_code == 200
+    assert [task["title"] for task in response.json()["items"]] == ["low"]
+    assert response.json()["limit"] == 5
+
+
 def test_limit_and_offset_bounds(tasks_api, user):
     # Given a user
     cases = {

@@ -10,12 +10,13 @@ gc.disable()  # while the function initialises; register_snapstart (last) enable
 
 from typing import Annotated
 
-from fastapi import Body, Header, Path, Query, Request, Response, status
+from fastapi import Body, Depends, Header, Path, Request, Response, status
 from mangum import Mangum
 
 from todo_backend.core.api import (
     CurrentUser,
     DatabaseDep,
+    QueryModel,
     create_app,
     errors,
     include_user_routes,
@@ -45,6 +46,7 @@ app = create_app("Todo tasks API", "Create, list, update and delete your tasks."
 router = user_router()
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+TaskListQueryDep = Annotated[TaskListQuery, Depends(QueryModel(TaskListQuery))]
 
 
 @app.get("/api/health")
@@ -53,9 +55,7 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/tasks", responses=errors())
-async def list_tasks(
-    user: CurrentUser, db: DatabaseDep, query: Annotated[TaskListQuery, Query()]
-) -> TaskPage:
+async def list_tasks(user: CurrentUser, db: DatabaseDep, query: TaskListQueryDep) -> TaskPage:
     return tasks.list_tasks(db, user, query)
 
 

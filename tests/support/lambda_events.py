@@ -35,9 +35,11 @@ def http_api_event(
     """An event as API Gateway HTTP API sends it with payload format version 2.0."""
     header_map = {"host": "api.example.test", "user-agent": "pytest"}
     header_map.update({key.lower(): value for key, value in (headers or {}).items()})
+    # A list value repeats its name (`?tag=a&tag=b`), as httpx's `params` do.
     pairs = [
         (key, str(value).lower() if isinstance(value, bool) else str(value))
-        for key, value in (query or {}).items()
+        for key, values in (query or {}).items()
+        for value in (values if isinstance(values, list) else [values])
         if value is not None
     ]
     now = time.time()

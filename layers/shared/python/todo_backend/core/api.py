@@ -8,11 +8,15 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.constants import REF_PREFIX
+from fastapi.openapi.utils import validation_error_definition, validation_error_response_definition
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from todo_backend.core.auth import get_token_verifier
@@ -69,15 +73,108 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def _with_error_body(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """`app.openapi`, with ErrorBody's schema among the components (`errors` refers to it)."""
+# Marks an operation whose query string a QueryModel reads: `_documented` replaces the mark
+# with the model's parameters when the document is built (their schemas cost ~2 ms to build, too
+# much for every cold start).
+QUERY_MODEL_MARK = "x-todo-query-model"
+_query_models: dict[str, type[BaseModel]] = {}
+
+
+class QueryModel[M: BaseModel]:
+    """`Depends(QueryModel(Model))`: the query string read into `Model` in one validation.
+
+    What FastAPI's query models (`Annotated[Model, Query()]`) accept and answer, for a fraction
+    of the CPU: FastAPI inspects every field's annotation on every request (~75 us for a dozen
+    fields, a twentieth of a warm list request) and builds a validator per field on the first.
+    As there, the last value of a repeated name counts, names the model does not know follow its
+    `extra` policy, and errors are located under `query`. `AuthenticatedRoute` documents the
+    parameters."""
+
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
+        _query_models[model.__name__] = model
+
+    async def __call__(self, request: Request) -> M:
+        try:
+            return self.model.model_validate(dict(request.query_params))
+        except ValidationError as error:
+            raise RequestValidationError(
+                [
+                    {**detail, "loc": ("query", *detail["loc"])}
+                    for detail in error.errors(include_url=False)
+                ]
+            ) from None
+
+
+def _query_model_of(dependant: Dependant) -> type[BaseModel] | None:
+    for dependency in dependant.dependencies:
+        if isinstance(dependency.call, QueryModel):
+            return dependency.call.model
+        if (found := _query_model_of(dependency)) is not None:
+            return found
+    return None
+
+
+class _UnsortedJsonSchema(GenerateJsonSchema):
+    """Keys in the order FastAPI writes its own parameters' schemas (pydantic sorts them)."""
+
+    def sort(self, value: JsonSchemaValue, parent_key: str | None = None) -> JsonSchemaValue:
+        return value
+
+
+def _query_parameters(model: type[BaseModel]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """OpenAPI query parameters for the fields of `model`, and the schemas they refer to."""
+    schema = model.model_json_schema(
+        ref_template=f"{REF_PREFIX}{{model}}", schema_generator=_UnsortedJsonSchema
+    )
+    required = set(schema.get("required", ()))
+    parameters = [
+        {"name": name, "in": "query", "required": name in required, "schema": field}
+        for name, field in schema["properties"].items()
+    ]
+    return parameters, schema.get("$defs", {})
+
+
+def _document_query_model(
+    operation: dict[str, Any], model: type[BaseModel], schemas: dict[str, Any]
+) -> dict[str, Any]:
+    """`operation` with the model's parameters after its own (path) ones, and the 422 that
+    FastAPI documents for routes with parameters."""
+    parameters, definitions = _query_parameters(model)
+    schemas.update(definitions)
+    schemas.setdefault("ValidationError", validation_error_definition)
+    schemas.setdefault("HTTPValidationError", validation_error_response_definition)
+    invalid = {"$ref": f"{REF_PREFIX}HTTPValidationError"}
+    operation.get("responses", {}).setdefault(
+        "422",
+        {"description": "Validation Error", "content": {"application/json": {"schema": invalid}}},
+    )
+    documented: dict[str, Any] = {}
+    for key, value in operation.items():
+        if key in {"requestBody", "responses"} and "parameters" not in documented:
+            documented["parameters"] = operation.get("parameters", []) + parameters
+        if key != "parameters":
+            documented[key] = value
+    return documented
+
+
+def _documented(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """`app.openapi`, with ErrorBody's schema among the components (`errors` refers to it) and
+    the parameters of query models."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schemas = generate().setdefault("components", {}).setdefault("schemas", {})
+            document = generate()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
             schemas["ErrorBody"] = ErrorBody.model_json_schema()
-            app.openapi_schema["components"]["schemas"] = dict(sorted(schemas.items()))
+            for path_item in document.get("paths", {}).values():
+                for method, operation in path_item.items():
+                    name = operation.pop(QUERY_MODEL_MARK, None)
+                    if name is not None:
+                        model = _query_models[name]
+                        path_item[method] = _document_query_model(operation, model, schemas)
+            document["components"]["schemas"] = dict(sorted(schemas.items()))
         return app.openapi_schema
 
     return openapi
@@ -129,7 +226,7 @@ def create_app(title: str, description: str) -> FastAPI:
     settings = get_settings()
     app = FastAPI(title=title, description=description, version="1.0.0")
     app.router.route_class = AuthenticatedRoute
-    app.openapi = _with_error_body(app)  # type: ignore[method-assign]
+    app.openapi = _documented(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
     if settings.cors_origins:
@@ -174,7 +271,14 @@ def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
 
 class AuthenticatedRoute(APIRoute):
     """Checks the token before FastAPI reads the body, for routes that depend on `current_user`:
-    without a valid token the answer is 401 whatever the body (else a malformed body wins, 422)."""
+    without a valid token the answer is 401 whatever the body (else a malformed body wins, 422).
+    Marks a route that reads a QueryModel, for the document."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        model = _query_model_of(self.dependant)
+        if model is not None:
+            self.openapi_extra = {**(self.openapi_extra or {}), QUERY_MODEL_MARK: model.__name__}
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
