@@ -133,30 +133,42 @@ def build_runtime(build: Path | None, hello_dir: Path, hooks_dir: Path) -> Runti
     """`python3.12 -S` with only the build output on the path (plus the hello app, and
     snapshot_restore_py as Lambda's runtime provides it); without a build, the repository and
     the virtualenv's site-packages."""
+    import sysconfig
+
+    site = sysconfig.get_paths()["purelib"]
+    # The hello as pip installs FastAPI and Mangum (the virtualenv: same versions, nothing
+    # pruned or stripped), beside the hello run from the layer, which gains from the build's
+    # trims as the functions do.
+    stock_hello = [str(hello_dir), site]
     if build is not None:
         layer = str(build / "SharedLayer" / "python")
         return Runtime(
             python=[sys.executable, "-S", "-P"],
             paths={
                 "hello": [str(hello_dir), layer, str(hooks_dir)],
+                "stock hello": stock_hello,
                 "tasks": [str(build / "TasksFunction"), layer, str(hooks_dir)],
                 "chat": [str(build / "ChatFunction"), layer, str(hooks_dir)],
             },
-            modules={"hello": "hello_app", "tasks": "app", "chat": "app"},
+            modules={
+                "hello": "hello_app",
+                "stock hello": "hello_app",
+                "tasks": "app",
+                "chat": "app",
+            },
             label="sam build output",
         )
-    import sysconfig
-
-    site = sysconfig.get_paths()["purelib"]
     return Runtime(
         python=[sys.executable, "-S", "-P"],
         paths={
-            "hello": [str(hello_dir), site],
+            "hello": stock_hello,
+            "stock hello": stock_hello,
             "tasks": [str(ROOT), str(SHARED), site],
             "chat": [str(ROOT), str(SHARED), site],
         },
         modules={
             "hello": "hello_app",
+            "stock hello": "hello_app",
             "tasks": "functions.tasks.app",
             "chat": "functions.chat.app",
         },
@@ -221,11 +233,12 @@ def cold_start_rows(runtime: Runtime, token: str, fake: Any, rounds: int) -> lis
         return run_probe(runtime, "chat", turn, hooks=hooks)
 
     runs: dict[str, list[dict[str, Any]]] = {
-        key: [] for key in ("hello", "tasks", "chat", "tasks_snap", "chat_snap")
+        key: [] for key in ("hello", "stock hello", "tasks", "chat", "tasks_snap", "chat_snap")
     }
     for index in range(rounds):
         print(f"  cold start round {index + 1}/{rounds}", file=sys.stderr, flush=True)
         runs["hello"].append(run_probe(runtime, "hello", health, hooks=False))
+        runs["stock hello"].append(run_probe(runtime, "stock hello", health, hooks=False))
         runs["tasks"].append(run_probe(runtime, "tasks", listing, hooks=False))
         runs["chat"].append(chat(hooks=False))
         runs["tasks_snap"].append(run_probe(runtime, "tasks", listing, hooks=True))
@@ -255,6 +268,15 @@ def cold_start_rows(runtime: Runtime, token: str, fake: Any, rounds: int) -> lis
             "cold start chat",
         )
     )
+    stock = [run["cold"] for run in runs["stock hello"]]
+    for name, what_ran in (("tasks", "first request (GET 50)"), ("chat", "first turn")):
+        row = compared(
+            f"  {name}: start + import + {what_ran}",
+            [run["cold"] for run in runs[name]],
+            stock,
+            "hello as pip installs FastAPI + Mangum",
+        )
+        rows.append(row[:7])
     for name in ("tasks", "chat"):
         imports = [Sample(run["init_cpu_seconds"], run["init_cpu_seconds"]) for run in runs[name]]
         row = compared(f"  {name}: import of the handler module", imports, hello_import, "hello's")
@@ -406,7 +428,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=31, help="interleaved rounds (warm)")
     parser.add_argument("--per-round", type=int, default=10, help="calls per side per round")
-    parser.add_argument("--cold-rounds", type=int, default=7, help="rounds of cold processes")
+    parser.add_argument("--cold-rounds", type=int, default=15, help="rounds of cold processes")
     parser.add_argument(
         "--skip-build",
         action="store_true",
