@@ -8,7 +8,8 @@ round alike), and checked against the targets of issue 13.
 Cold starts run the `sam build` output (x86_64, built once per run; `--skip-build` uses the
 repository and the virtualenv instead) in a fresh `python3.12 -S` with only that output on the
 path, the way Lambda does, and measure the process's CPU and wall time from its start to its first
-answer. Baseline: a bare FastAPI + Mangum hello from the same layer. The SnapStart rows run the
+answer. Baseline: a bare FastAPI + Mangum hello from the same layer (the targets), and the same
+hello as pip installs FastAPI and Mangum (the virtualenv, untrimmed). The SnapStart rows run the
 functions' runtime hooks as Lambda does (tests/support/snapstart_probe.py) and measure the first
 request after the restore.
 
