@@ -149,13 +149,13 @@ def _document_query_model(
         "422",
         {"description": "Validation Error", "content": {"application/json": {"schema": invalid}}},
     )
-    documented: dict[str, Any] = {}
-    for key, value in operation.items():
-        if key in {"requestBody", "responses"} and "parameters" not in documented:
-            documented["parameters"] = operation.get("parameters", []) + parameters
-        if key != "parameters":
-            documented[key] = value
-    return documented
+    # Where FastAPI puts parameters: before the body and the responses.
+    later = {"parameters", "requestBody", "responses"}
+    return {
+        **{key: value for key, value in operation.items() if key not in later},
+        "parameters": operation.get("parameters", []) + parameters,
+        **{key: operation[key] for key in ("requestBody", "responses") if key in operation},
+    }
 
 
 def _documented(app: FastAPI) -> Callable[[], dict[str, Any]]:
