@@ -43,7 +43,7 @@ from todo_backend.tasks.warmup import forget_warm_up_events, warm_task_routes
 
 app = create_app("Todo tasks API", "Create, list, update and delete your tasks.")
 
-router = user_router()
+router = user_router(app)
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 TaskListQueryDep = Annotated[TaskListQuery, Depends(QueryModel(TaskListQuery))]
