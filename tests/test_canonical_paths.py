@@ -29,7 +29,7 @@ BODIES = {
 def test_every_task_route_is_served_in_both_forms_with_the_403_documented():
     from functions.tasks.app import app
 
-    # FastAPI includes routers lazily: the OpenAPI document lists what is served.
+    # Routes are built when first reached (DeferredRoute): the document lists what is served.
     paths = app.openapi()["paths"]
     for method, path in ROUTES:
         plain = paths[f"/api{path}"][method.lower()]

@@ -7,6 +7,8 @@ cold-starting them. Each handler module calls `register(app, warm_up)`; the runt
 
 Before the snapshot
     * run `prepare` callables (the chat function imports the Cohere SDK and builds its client);
+    * build every route the app defers to its first request (`core.api.DeferredRoute`), those
+      the warm-up does not reach too;
     * send `warm_up`'s requests through the inner ASGI app (a plain Mangum handler, not the
       instrumented one, so Powertools' cold-start flag and metric stay for the first real
       invocation): every hot code path is imported and run, SQLAlchemy's compiled statements
@@ -218,11 +220,14 @@ def before_snapshot(
     leaves the snapshot less warm."""
     from mangum import Mangum
 
+    from todo_backend.core.api import build_deferred_routes
     from todo_backend.core.db import get_database
 
     started = time.perf_counter()
     client: WarmUpClient | None = None
     steps: list[Callable[[], Any]] = [get_database, *prepare]
+    if app is not None:
+        steps.append(partial(build_deferred_routes, app))
     if warm_up is not None:
         client = WarmUpClient(Mangum(app, lifespan="off"), token="")
         steps.append(partial(_warm, client, warm_up))
