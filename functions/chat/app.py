@@ -25,13 +25,22 @@ from todo_backend.chat.models import (
     MessagePage,
 )
 from todo_backend.chat.warmup import prepare_cohere, release_cohere, warm_chat_routes
-from todo_backend.core.api import DatabaseDep, ErrorBody, PathUser, create_app, errors
+from todo_backend.core.api import (
+    DatabaseDep,
+    ErrorBody,
+    PathUser,
+    create_app,
+    deferred_router,
+    errors,
+    include_deferred_routes,
+)
 from todo_backend.core.observability import instrumented
 from todo_backend.core.settings import get_settings
 from todo_backend.core.snapstart import register as register_snapstart
 from todo_backend.tasks.models import IdempotencyKey
 
 app = create_app("Todo assistant API", "Manage your tasks in plain language.")
+router = deferred_router(app)
 
 
 CHAT_ERRORS = {
@@ -48,7 +57,7 @@ CHAT_ERRORS = {
 }
 
 
-@app.post("/api/{user_id}/chat", responses=CHAT_ERRORS)
+@router.post("/api/{user_id}/chat", responses=CHAT_ERRORS)
 def chat(
     user: PathUser,
     db: DatabaseDep,
@@ -58,12 +67,12 @@ def chat(
     return run_turn(db, user, body, idempotency_key)
 
 
-@app.get("/api/{user_id}/chat/usage", responses=errors(403))
+@router.get("/api/{user_id}/chat/usage", responses=errors(403))
 async def chat_usage(user: PathUser, db: DatabaseDep) -> ChatUsagePublic:
     return turns.usage(db, get_settings(), user)
 
 
-@app.get("/api/{user_id}/conversations", responses=errors(403))
+@router.get("/api/{user_id}/conversations", responses=errors(403))
 async def list_conversations(
     user: PathUser,
     db: DatabaseDep,
@@ -73,7 +82,7 @@ async def list_conversations(
     return conversations.list_conversations(db, user, limit, offset)
 
 
-@app.get("/api/{user_id}/conversations/{conversation_id}/messages", responses=errors(403, 404))
+@router.get("/api/{user_id}/conversations/{conversation_id}/messages", responses=errors(403, 404))
 async def list_messages(
     user: PathUser,
     db: DatabaseDep,
@@ -84,7 +93,7 @@ async def list_messages(
     return conversations.list_messages(db, user, conversation_id, limit, offset)
 
 
-@app.delete(
+@router.delete(
     "/api/{user_id}/conversations/{conversation_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=errors(403, 404),
@@ -92,6 +101,8 @@ async def list_messages(
 async def delete_conversation(user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID) -> None:
     conversations.delete_conversation(db, user, conversation_id)
 
+
+include_deferred_routes(app, router)
 
 handler = instrumented(Mangum(app, lifespan="off"))
 register_snapstart(app, warm_chat_routes, prepare=[prepare_cohere], release=[release_cohere])

@@ -378,25 +378,16 @@ def build_deferred_routes(app: FastAPI) -> int:
     return len(deferred)
 
 
-class UserRouter(APIRouter):
-    """Routes served both as `/api/...` and, for the hackathon front ends, `/api/{user_id}/...`:
-    declared once, each built once (when first reached: `DeferredRoute`) under `/api`.
-    `include_user_routes` adds the second form as an alias of each (its own path, the same built
-    handler), and the document describes it.
+class DeferredRouter(APIRouter):
+    """Routes declared as on an app, each built when a request first reaches it
+    (`DeferredRoute`); `include_deferred_routes` serves them from the app."""
 
-    FastAPI's `include_router` would build each route at import as a template, then again for
-    each prefix on the first request that reaches one of them: about 14 ms of every cold start,
-    and an extra layer of matching on every request."""
-
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, prefix: str = "") -> None:
         super().__init__(
-            prefix="/api", route_class=AuthenticatedRoute, dependency_overrides_provider=app
+            prefix=prefix, route_class=AuthenticatedRoute, dependency_overrides_provider=app
         )
-        # (path, endpoint, options) as declared, to document the `/api/{user_id}` form.
-        self.declarations: list[tuple[str, Callable[..., Any], dict[str, Any]]] = []
 
     def add_api_route(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
-        self.declarations.append((path, endpoint, options))
         methods = {method.upper() for method in options.get("methods") or ("GET",)}
         self.routes.append(
             DeferredRoute(self.prefix + path, methods, lambda: self._build(path, endpoint, options))
@@ -413,6 +404,35 @@ class UserRouter(APIRouter):
         route = builder.routes[0]
         assert isinstance(route, APIRoute)
         return route
+
+
+def deferred_router(app: FastAPI) -> DeferredRouter:
+    """A router for `app`'s routes, built when first reached."""
+    return DeferredRouter(app)
+
+
+def include_deferred_routes(app: FastAPI, router: DeferredRouter) -> None:
+    app.router.routes.extend(router.routes)
+
+
+class UserRouter(DeferredRouter):
+    """Routes served both as `/api/...` and, for the hackathon front ends, `/api/{user_id}/...`:
+    declared once, each built once (when first reached) under `/api`. `include_user_routes` adds
+    the second form as an alias of each (its own path, the same built handler), and the document
+    describes it.
+
+    FastAPI's `include_router` would build each route at import as a template, then again for
+    each prefix on the first request that reaches one of them: about 14 ms of every cold start,
+    and an extra layer of matching on every request."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__(app, prefix="/api")
+        # (path, endpoint, options) as declared, to document the `/api/{user_id}` form.
+        self.declarations: list[tuple[str, Callable[..., Any], dict[str, Any]]] = []
+
+    def add_api_route(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        self.declarations.append((path, endpoint, options))
+        super().add_api_route(path, endpoint, **options)
 
     def documented_user_path_routes(self) -> list[BaseRoute]:
         """The `/api/{user_id}` routes as the document shows them: with the path parameter,
