@@ -1,4 +1,5 @@
-"""What the route handlers of both functions depend on: the app skeleton and `Annotated` aliases."""
+"""What the route handlers of the functions depend on: the app skeleton, routes built when first
+reached, and `Annotated` aliases."""
 
 import copy
 import importlib.util
@@ -331,7 +332,7 @@ class DeferredRoute(BaseRoute):
 
     Building a route (its dependencies' signatures, a validator for its body and its response)
     costs about 0.8 ms; a cold container serves one request, and needs one route. With SnapStart
-    the warm-up before the snapshot reaches, and so builds, every route. Before it is built the
+    every route is built before the snapshot (`build_deferred_routes`). Before it is built the
     route matches on its path and methods alone, as the built one would."""
 
     def __init__(self, path: str, methods: set[str], build: Callable[[], APIRoute]) -> None:
@@ -415,6 +416,9 @@ def include_deferred_routes(app: FastAPI, router: DeferredRouter) -> None:
     app.router.routes.extend(router.routes)
 
 
+USER_PATH_PREFIX = "/api/{user_id}"
+
+
 class UserRouter(DeferredRouter):
     """Routes served both as `/api/...` and, for the hackathon front ends, `/api/{user_id}/...`:
     declared once, each built once (when first reached) under `/api`. `include_user_routes` adds
@@ -447,9 +451,6 @@ class UserRouter(DeferredRouter):
         for path, endpoint, options in self.declarations:
             documented.add_api_route(path, endpoint, **options)
         return documented.routes
-
-
-USER_PATH_PREFIX = "/api/{user_id}"
 
 
 def user_router(app: FastAPI) -> UserRouter:
