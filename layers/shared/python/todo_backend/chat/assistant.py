@@ -415,7 +415,6 @@ def _unreadable_reply() -> UpstreamError:
     return UpstreamError("The assistant service sent an unreadable reply", 502)
 
 
-# A NamedTuple: a dataclass costs ~0.6 ms of every cold start to create (see core/auth.py).
 class ModelCall(NamedTuple):
     """One tool call as the model asked for it; the id is settled once, here."""
 

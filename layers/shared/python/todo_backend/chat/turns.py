@@ -233,7 +233,6 @@ READ_USAGE = compact(
 )
 
 
-# A NamedTuple: a dataclass costs ~0.6 ms of every cold start to create (see core/auth.py).
 class Claim(NamedTuple):
     """What `claim` decided. `action`: new, mine (our own claim, run again), resume, replay, busy,
     mismatch, unknown (no such conversation); `turn_id` is None when no turn may run."""

@@ -34,7 +34,6 @@ class WriteOutcomeUnknownError(DatabaseUnavailableError):
     """The connection broke while a write was running: it may or may not have committed."""
 
 
-# A NamedTuple: a dataclass costs ~0.6 ms of every cold start to create (see core/auth.py).
 class ConnectionTarget(NamedTuple):
     """What `DATABASE_URL` says, turned into SQLAlchemy's URL and pg8000's connect arguments."""
 

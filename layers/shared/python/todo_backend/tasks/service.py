@@ -389,7 +389,6 @@ def _shape(query: TaskListQuery) -> tuple[tuple[str, Any], ...]:
     return tuple((name, value if _is_structural(value) else BOUND) for name, value in iter(query))
 
 
-# A NamedTuple: a dataclass costs ~0.6 ms of every cold start to create (see core/auth.py).
 class Prepared(NamedTuple):
     """A statement compiled once per shape: its SQL text (driver SQL), and for each positional
     parameter either the name of the value that supplies it (with the type's bind processor, if

@@ -55,7 +55,6 @@ ToolRecurrence = Annotated[
 ]
 
 
-# A NamedTuple: a dataclass costs ~0.6 ms of every cold start to create (see core/auth.py).
 class ToolContext(NamedTuple):
     """Who a tool acts for, and what must commit with each task change it makes."""
 
