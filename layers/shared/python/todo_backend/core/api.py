@@ -369,14 +369,12 @@ class DeferredRoute(BaseRoute):
         return self.route.url_path_for(name, **path_params)
 
 
-def build_deferred_routes(app: FastAPI) -> int:
+def build_deferred_routes(app: FastAPI) -> None:
     """Build every route of `app` not built yet (before a snapshot, for the document), and
-    serve the built routes directly from then on. How many were built."""
-    deferred = [route for route in app.router.routes if isinstance(route, DeferredRoute)]
+    serve the built routes directly from then on."""
     app.router.routes[:] = [
         route.route if isinstance(route, DeferredRoute) else route for route in app.router.routes
     ]
-    return len(deferred)
 
 
 class DeferredRouter(APIRouter):
