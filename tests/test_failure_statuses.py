@@ -12,7 +12,14 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import DisconnectionError
 
-from tests.support.database import admin_connection, create_fresh_database, migrate, server_url
+from tests.support.database import (
+    admin_connection,
+    create_fresh_database,
+    database_name,
+    drop_database,
+    migrate,
+    server_url,
+)
 
 UNAVAILABLE = "Database unavailable, try again shortly"
 MAY_HAVE_HAPPENED = (
@@ -153,23 +160,22 @@ def database_in_tokyo(configure: Any) -> Iterator[str]:
     """A migrated database whose default TimeZone is Asia/Tokyo (UTC+9), used by the app."""
     server = server_url()
     url = create_fresh_database(server, prefix="todo_tz")
-    name = url.rsplit("/", 1)[1].split("?", 1)[0]
-    admin = admin_connection(server)
     try:
-        admin.run(f"ALTER DATABASE \"{name}\" SET timezone TO 'Asia/Tokyo'")
+        admin = admin_connection(server)
+        try:
+            admin.run(f"ALTER DATABASE \"{database_name(url)}\" SET timezone TO 'Asia/Tokyo'")
+        finally:
+            admin.close()
+        migrate(url)
+        configure(DATABASE_URL=url)
+        yield url
     finally:
-        admin.close()
-    migrate(url)
-    configure(DATABASE_URL=url)
-    yield url
-    from todo_backend.core.db import get_database
+        from todo_backend.core.db import get_database
 
-    get_database().engine.dispose()
-    admin = admin_connection(server)
-    try:
-        admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+        if get_database.cache_info().currsize:
+            get_database().engine.dispose()
+            get_database.cache_clear()
+        drop_database(server, url)
 
 
 def test_the_latest_due_date_reads_back_in_a_database_outside_utc(

@@ -3,6 +3,7 @@
 import os
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pg8000.native
 from alembic import command
@@ -26,11 +27,14 @@ def server_url() -> str:
 
 
 def with_database(url: str, database: str) -> str:
-    """The same server URL pointing at another database."""
-    target = parse_database_url(url)
-    head, _, query = url.partition("?")
-    base = head.rsplit("/", 1)[0] if target.url.database else head.rstrip("/")
-    return f"{base}/{database}" + (f"?{query}" if query else "")
+    """The same server URL (TCP or libpq's `?host=/dir` form) naming another database."""
+    parse_database_url(url)  # the URL is one the app accepts
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+def database_name(url: str) -> str:
+    """The database a URL names (`postgres` when it names none, as libpq does)."""
+    return parse_database_url(url).url.database or "postgres"
 
 
 def admin_connection(url: str) -> pg8000.native.Connection:
@@ -58,7 +62,7 @@ def create_fresh_database(url: str, prefix: str = "todo_test") -> str:
 
 
 def drop_database(url: str, database_url: str) -> None:
-    name = parse_database_url(database_url).url.database
+    name = database_name(database_url)
     connection = admin_connection(url)
     try:
         connection.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

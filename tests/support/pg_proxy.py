@@ -30,6 +30,8 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from todo_backend.core.db import parse_database_url
+
 SSL_REQUEST_CODE = 80877103
 GSSENC_REQUEST_CODE = 80877104
 
@@ -46,16 +48,14 @@ class Rule:
 
 class PgProxy:
     def __init__(self, database_url: str) -> None:
-        parts = urlsplit(database_url)
+        target = parse_database_url(database_url)
         self._database_url = database_url
-        query = parse_qs(parts.query)
-        socket_dir = query.get("host", [""])[-1]
         # The embedded server listens on a Unix socket (libpq's `?host=/dir`); others on TCP.
-        self._target: tuple[str, int] | str = (
-            f"{socket_dir.rstrip('/')}/.s.PGSQL.{parts.port or 5432}"
-            if socket_dir.startswith("/")
-            else (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self._target: tuple[str, int] | str = target.connect_args.get("unix_sock") or (
+            target.url.host or "127.0.0.1",
+            target.url.port or 5432,
         )
+        query = parse_qs(urlsplit(database_url).query)
         self._query = urlencode(
             [(key, value) for key, values in query.items() if key != "host" for value in values]
         )
