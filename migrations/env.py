@@ -5,12 +5,17 @@ from sqlmodel import SQLModel
 
 import todo_backend.chat.tables
 import todo_backend.tasks.models
+import todo_backend.users.tables
 from todo_backend.core.db import create_database_engine
 from todo_backend.core.settings import load_migration_settings
 
 # The chat tables are SQLModel tables (chat/tables.py); the task tables are SQLAlchemy Core, on
-# their own metadata.
-target_metadata = [SQLModel.metadata, todo_backend.tasks.models.metadata]
+# their own metadata, as is the user settings table.
+target_metadata = [
+    SQLModel.metadata,
+    todo_backend.tasks.models.metadata,
+    todo_backend.users.tables.metadata,
+]
 
 
 def run_migrations() -> None:

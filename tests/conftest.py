@@ -2,6 +2,7 @@
 app both through FastAPI's TestClient and through the Mangum handler with payload 2.0 events."""
 
 import os
+import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,10 @@ CONFIG_VARIABLES = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # zoneinfo reads the pinned tzdata package only, as in Lambda (template.yaml): never this
+    # machine's zone files (subprocesses inherit the variable).
+    os.environ["PYTHONTZPATH"] = ""
+    zoneinfo.reset_tzpath(to=())
     for name in CONFIG_VARIABLES:
         os.environ.pop(name, None)
     server = server_url()

@@ -22,6 +22,7 @@ FULL_TASK = {
     "due_date": "2026-11-30T17:00:00Z",
 }
 TASK_FIELDS = {
+    "all_day",
     "id",
     "title",
     "description",

@@ -40,6 +40,8 @@ from todo_backend.tasks.models import (
     TaskUpdate,
 )
 from todo_backend.tasks.warmup import forget_warm_up_events, warm_task_routes
+from todo_backend.users import service as users
+from todo_backend.users.models import SettingsUpdate, UserSettings
 
 app = create_app("Todo tasks API", "Create, list, update and delete your tasks.")
 
@@ -49,13 +51,36 @@ TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 TaskListQueryDep = Annotated[TaskListQuery, Depends(QueryModel(TaskListQuery))]
 
 
+async def time_zone_header(
+    user: CurrentUser,
+    db: DatabaseDep,
+    time_zone: Annotated[
+        str | None,
+        Header(
+            description="The user's IANA time zone, stored when none is yet (then ignored);"
+            " an unknown name is ignored"
+        ),
+    ] = None,
+) -> None:
+    """Stores a `Time-Zone` header's zone for a user without one (once per container and user:
+    the statements that follow bring the zone along)."""
+    if time_zone is not None:
+        users.request_zone(db, user, time_zone)
+
+
+# A route's dependency: the task statements read the user's zone themselves.
+ZoneHeader = Annotated[None, Depends(time_zone_header)]
+
+
 @app.get("/api/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/tasks", responses=errors())
-async def list_tasks(user: CurrentUser, db: DatabaseDep, query: TaskListQueryDep) -> TaskPage:
+async def list_tasks(
+    user: CurrentUser, db: DatabaseDep, query: TaskListQueryDep, _zone: ZoneHeader
+) -> TaskPage:
     return tasks.list_tasks(db, user, query)
 
 
@@ -73,6 +98,7 @@ async def create_task(
     db: DatabaseDep,
     body: TaskCreate,
     response: Response,
+    _zone: ZoneHeader,
     idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
 ) -> TaskPublic:
     task, created = tasks.create_task(db, user, body, idempotency_key)
@@ -83,20 +109,22 @@ async def create_task(
 
 
 @router.get("/tasks/{task_id}", responses=errors(404))
-async def get_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> TaskPublic:
+async def get_task(
+    user: CurrentUser, db: DatabaseDep, task_id: TaskId, _zone: ZoneHeader
+) -> TaskPublic:
     return tasks.get_task(db, user, task_id)
 
 
 @router.put("/tasks/{task_id}", responses=errors(404))
 async def replace_task(
-    user: CurrentUser, db: DatabaseDep, task_id: TaskId, body: TaskCreate
+    user: CurrentUser, db: DatabaseDep, task_id: TaskId, body: TaskCreate, _zone: ZoneHeader
 ) -> TaskPublic:
     return tasks.replace_task(db, user, task_id, body)
 
 
 @router.patch("/tasks/{task_id}", responses=errors(404))
 async def update_task(
-    user: CurrentUser, db: DatabaseDep, task_id: TaskId, body: TaskUpdate
+    user: CurrentUser, db: DatabaseDep, task_id: TaskId, body: TaskUpdate, _zone: ZoneHeader
 ) -> TaskPublic:
     return tasks.update_task(db, user, task_id, body)
 
@@ -106,13 +134,16 @@ async def complete_task(
     user: CurrentUser,
     db: DatabaseDep,
     task_id: TaskId,
+    _zone: ZoneHeader,
     body: Annotated[TaskCompletion | None, Body()] = None,
 ) -> TaskPublic:
     return tasks.set_completion(db, user, task_id, body.completed if body else None)
 
 
 @router.delete("/tasks/{task_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
-async def delete_task(user: CurrentUser, db: DatabaseDep, task_id: TaskId) -> None:
+async def delete_task(
+    user: CurrentUser, db: DatabaseDep, task_id: TaskId, _zone: ZoneHeader
+) -> None:
     tasks.delete_task(db, user, task_id)
 
 
@@ -122,13 +153,28 @@ async def list_tags(user: CurrentUser, db: DatabaseDep) -> TagList:
 
 
 @router.get("/stats", responses=errors())
-async def task_stats(user: CurrentUser, db: DatabaseDep) -> TaskStats:
+async def task_stats(user: CurrentUser, db: DatabaseDep, _zone: ZoneHeader) -> TaskStats:
     return tasks.task_stats(db, user)
 
 
 @router.get("/reminders", responses=errors())
-async def due_reminders(user: CurrentUser, db: DatabaseDep) -> ReminderList:
+async def due_reminders(user: CurrentUser, db: DatabaseDep, _zone: ZoneHeader) -> ReminderList:
     return reminders.due_reminders(db, user)
+
+
+@router.get("/settings", responses=errors())
+async def get_settings(
+    user: CurrentUser,
+    db: DatabaseDep,
+    time_zone: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> UserSettings:
+    return users.get_settings(db, user, time_zone)
+
+
+@router.put("/settings", responses=errors())
+async def put_settings(user: CurrentUser, db: DatabaseDep, body: SettingsUpdate) -> UserSettings:
+    """Set the user's time zone: all-day dates and every instant stay as they are."""
+    return users.put_settings(db, user, body.timezone)
 
 
 include_user_routes(app, router)

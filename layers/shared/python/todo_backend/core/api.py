@@ -254,7 +254,7 @@ def create_app(title: str, description: str) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Time-Zone"],
             expose_headers=["Location", "Retry-After"],
             max_age=600,
         )

@@ -1,6 +1,6 @@
 """The task schema family: the table, what clients send, and what they get back."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 from sqlalchemy import (
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Identity,
     Index,
@@ -65,6 +67,14 @@ class TaskSort(StrEnum):
     due_date = "due_date"
     priority = "priority"
     title = "title"
+
+
+class DueFilter(StrEnum):
+    today = "today"
+    tomorrow = "tomorrow"
+    next_7_days = "next_7_days"
+    overdue = "overdue"
+    none = "none"
 
 
 class SortOrder(StrEnum):
@@ -116,20 +126,25 @@ def _normalize_tags(tags: list[str]) -> list[str]:
 
 
 def parse_due_date(value: Any) -> Any:
-    """ISO 8601 date-time or date; without an offset it is UTC, a bare date is 00:00 UTC."""
+    """ISO 8601 date-time or date, resolved later in the user's zone (users/zones.py): a
+    date-time with an offset is that instant (in UTC here), one without is local wall-clock time
+    (kept naive), and a bare date is a calendar date (an all-day due date)."""
     if value is None or isinstance(value, datetime):
         parsed = value
+    elif isinstance(value, date):
+        return value
     elif isinstance(value, str):
+        stripped = value.strip()
         try:
-            parsed = datetime.fromisoformat(value.strip())  # a bare date is its midnight
+            if len(stripped) <= 10 and "T" not in stripped.upper():
+                return date.fromisoformat(stripped)
+            parsed = datetime.fromisoformat(stripped)
         except ValueError:
             raise ValueError("must be an ISO 8601 date-time (e.g. 2026-11-30T17:00:00Z)") from None
     else:
         raise ValueError("must be an ISO 8601 date-time string")
-    if parsed is None:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+    if parsed is None or parsed.tzinfo is None:
+        return parsed
     try:
         return parsed.astimezone(UTC)
     except OverflowError:
@@ -153,7 +168,12 @@ Tag = Annotated[
     AfterValidator(_lower_tag),
 ]
 Tags = Annotated[list[Tag], BeforeValidator(_cap_tags_input), AfterValidator(_normalize_tags)]
-DueDate = Annotated[datetime, BeforeValidator(parse_due_date)]
+# A date is all-day; a naive date-time is local (resolved by the service in the user's zone).
+DueDate = Annotated[
+    datetime | date,
+    BeforeValidator(parse_due_date),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 # What the API returns: always UTC, whatever the database session's time zone.
 UtcDateTime = Annotated[datetime, AfterValidator(lambda value: value.astimezone(UTC))]
 SearchText = Annotated[
@@ -206,6 +226,10 @@ tasks = Table(
     Column("idempotency_key", String(IDEMPOTENCY_KEY_MAX)),
     # SHA-256 (hex) of the create's validated body: a key reused with another body is refused.
     Column("idempotency_fingerprint", String(FINGERPRINT_LENGTH)),
+    # An all-day due date: its calendar date, and in due_date the first instant of that local
+    # day (for sorting and range filters on one column; recomputed when the zone changes).
+    Column("all_day", Boolean, nullable=False, server_default=false()),
+    Column("due_on", Date),
     UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency_key"),
     CheckConstraint(
         f"char_length(btrim(title)) BETWEEN 1 AND {TITLE_MAX}", name="ck_tasks_title_length"
@@ -223,6 +247,10 @@ tasks = Table(
     CheckConstraint(f"recurrence ~ '{RECURRENCE_FORM}'", name="ck_tasks_recurrence_form"),
     CheckConstraint("next_task_id <> id", name="ck_tasks_next_task_id"),
     CheckConstraint("reminded_at IS NULL OR remind_at IS NOT NULL", name="ck_tasks_reminded_at"),
+    CheckConstraint(
+        "all_day = (due_on IS NOT NULL) AND (NOT all_day OR due_date IS NOT NULL)",
+        name="ck_tasks_all_day",
+    ),
     Index("ix_tasks_user_created", "user_id", text("created_at DESC"), text("id DESC")),
     Index("ix_tasks_user_updated", "user_id", text("updated_at DESC"), text("id DESC")),
     Index("ix_tasks_user_due", "user_id", "due_date"),
@@ -270,6 +298,8 @@ class TaskCreate(StrictModel):
     completed: bool = False
     recurrence: Recurrence | None = None
     remind_at: DueDate | None = None
+    # None: as the due date says (a bare date is all-day). True with a date-time: its local date.
+    all_day: bool | None = None
 
     @model_validator(mode="after")
     def _recurring_tasks_are_due(self) -> "TaskCreate":
@@ -282,7 +312,7 @@ def _recurrence_needs_due_date(data: Any) -> None:
         raise ValueError("a recurring task needs a due_date")
 
 
-NON_NULLABLE_FIELDS = frozenset({"title", "priority", "tags", "completed"})
+NON_NULLABLE_FIELDS = frozenset({"title", "priority", "tags", "completed", "all_day"})
 
 
 class TaskUpdate(StrictModel):
@@ -296,6 +326,7 @@ class TaskUpdate(StrictModel):
     completed: bool | None = None
     recurrence: Recurrence | None = None
     remind_at: DueDate | None = None
+    all_day: bool | None = None
 
     @model_validator(mode="after")
     def _no_null_for_required_fields(self) -> "TaskUpdate":
@@ -333,6 +364,7 @@ class TaskPublic(BaseModel):
     next_task_id: int | None = None
     remind_at: UtcDateTime | None = None
     reminded_at: UtcDateTime | None = None
+    all_day: bool = False
 
 
 class TaskPage(BaseModel):
@@ -352,6 +384,7 @@ class TaskListQuery(BaseModel):
     due_before: DueDate | None = None
     due_after: DueDate | None = None
     overdue: bool | None = None
+    due: DueFilter | None = None
     recurring: bool | None = None
     sort: TaskSort = TaskSort.created_at
     order: SortOrder = SortOrder.desc

@@ -13,7 +13,8 @@ from sqlalchemy import Select, func, not_, select, true, update
 
 from todo_backend.core.db import Database
 from todo_backend.tasks.models import ReminderList, TaskPublic
-from todo_backend.tasks.service import PUBLIC_COLUMNS, change_statement, tasks
+from todo_backend.tasks.service import PUBLIC_COLUMNS, change_statement, public_task, tasks
+from todo_backend.users.tables import remember, stored_zone
 
 # GET /api/reminders returns at most this many (soonest first); `total` counts them all.
 REMINDERS_SHOWN = 100
@@ -39,16 +40,15 @@ def due_reminders(db: Database, user_id: str) -> ReminderList:
         .lateral("page")
     )
     statement = (
-        select(counts.c.total, page)
+        select(counts.c.total, stored_zone(user_id).label("user_zone"), page)
         .select_from(counts.outerjoin(page, true()))
         .order_by(page.c.remind_at.asc(), page.c.id.asc())
     )
     rows = db.fetch_all(statement, idempotent=True)
-    return ReminderList.model_validate(
-        {
-            "items": [row for row in rows if row["id"] is not None],
-            "total": rows[0]["total"] if rows else 0,
-        }
+    zone = remember(user_id, rows[0]["user_zone"])
+    return ReminderList(
+        items=[public_task(row, zone) for row in rows if row["id"] is not None],
+        total=rows[0]["total"],
     )
 
 

@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, tzinfo
 from enum import Enum
 from functools import cache, lru_cache
 from typing import Any, Literal, NamedTuple
@@ -40,6 +40,7 @@ from sqlalchemy import (
     delete,
     false,
     func,
+    literal,
     literal_column,
     not_,
     nulls_last,
@@ -61,6 +62,7 @@ from todo_backend.core.db import Database
 from todo_backend.core.errors import InvalidInputError, NotFoundError
 from todo_backend.core.observability import count
 from todo_backend.tasks.models import (
+    DueFilter,
     PriorityCounts,
     SortOrder,
     TagCount,
@@ -77,8 +79,14 @@ from todo_backend.tasks.models import (
     tasks,
 )
 from todo_backend.tasks.recurrence import Occurrence, next_occurrence
+from todo_backend.users.tables import remember, remembered_zone, stored_zone, zone_matches
+from todo_backend.users.zones import DEFAULT_ZONE, day_start, local_day, localize, zone_info
 
 PUBLIC_COLUMNS = [tasks.c[name] for name in TaskPublic.model_fields]
+# The date-times of a task, returned with the user's offset.
+DATE_TIME_FIELDS = tuple(
+    name for name in TaskPublic.model_fields if isinstance(tasks.c[name].type, DateTime)
+)
 # A completion retried this often after losing a race to a concurrent change gives up (409).
 COMPLETION_ATTEMPTS = 5
 
@@ -133,10 +141,77 @@ def _completion_values(completed: ColumnElement[bool] | bool) -> dict[str, Any]:
     }
 
 
-def _task_or_raise(row: Any, task_id: int) -> TaskPublic:
-    if row is None:
+def _task_or_raise(row: Any, task_id: int, user_id: str, zone_column: str) -> TaskPublic:
+    if row is None or row["id"] is None:
         raise TaskNotFoundError(task_id)
-    return TaskPublic.model_validate(dict(row))
+    return public_task(row, remember(user_id, row[zone_column]))
+
+
+# --- the user's zone: input resolved in it, output shown in it ------------------------------------
+
+
+def in_user_zone(task: TaskPublic, zone: str) -> TaskPublic:
+    """`task` (read in UTC) with every date-time at the user's offset: an all-day due date is
+    stored as its local day's first instant, so it reads as local midnight."""
+    if zone == DEFAULT_ZONE:
+        return task
+    info = zone_info(zone)
+    return task.model_copy(
+        update={
+            name: value.astimezone(info)
+            for name in DATE_TIME_FIELDS
+            if (value := getattr(task, name)) is not None
+        }
+    )
+
+
+def public_task(row: Any, zone: str) -> TaskPublic:
+    return in_user_zone(TaskPublic.model_validate(dict(row)), zone)
+
+
+def _instant(value: datetime | date, zone: tzinfo) -> datetime:
+    """A date-time as the API takes it: with an offset, that instant; without, local time; a
+    bare date, its local day's first instant."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else localize(value, zone)
+    return day_start(value, zone)
+
+
+def resolve_dates(values: dict[str, Any], zone: str, *, partial: bool) -> dict[str, Any]:
+    """The body's dates (validated, not yet resolved: models.parse_due_date) as stored columns in
+    the user's zone: `due_date` an instant, with `all_day` and `due_on` (the all-day date); a
+    PATCH (`partial`) changes only what it sends."""
+    info = zone_info(zone)
+    resolved = dict(values)
+    flag = resolved.pop("all_day", None)
+    try:
+        if resolved.get("remind_at") is not None:
+            resolved["remind_at"] = _instant(resolved["remind_at"], info)
+        if "due_date" in resolved:
+            due = resolved["due_date"]
+            if due is None:
+                if flag:
+                    raise TaskRuleError("all_day", "an all-day task needs a due_date")
+                resolved.update(all_day=False, due_on=None)
+            else:
+                if isinstance(due, datetime):
+                    local = due if due.tzinfo is None else due.astimezone(info)
+                    day, all_day = local.date(), bool(flag)
+                else:
+                    day, all_day = due, flag is not False
+                if all_day:
+                    resolved.update(due_date=day_start(day, info), all_day=True, due_on=day)
+                else:
+                    resolved.update(due_date=_instant(due, info), all_day=False, due_on=None)
+        elif partial and flag is not None:
+            if flag:
+                raise TaskRuleError("due_date", "send the due_date along with all_day: true")
+            resolved.update(all_day=False, due_on=None)
+        elif not partial:
+            resolved.update(all_day=False, due_on=None)
+    except OverflowError:
+        raise TaskRuleError("due_date", "date is out of range") from None
+    return resolved
 
 
 # --- task events (the outbox) ---------------------------------------------------------------------
@@ -357,12 +432,56 @@ def _filters(user_id: Any, query: TaskListQuery) -> list[ColumnElement[bool]]:
             tasks.c.recurrence.is_not(None) if query.recurring else tasks.c.recurrence.is_(None)
         )
     if query.overdue is True:
-        conditions.append(and_(tasks.c.due_date < func.now(), not_(tasks.c.completed)))
+        conditions.append(overdue())
     elif query.overdue is False:
-        conditions.append(
-            or_(tasks.c.due_date.is_(None), tasks.c.due_date >= func.now(), tasks.c.completed)
-        )
+        conditions.append(not_(func.coalesce(overdue(), false())))
+    if query.due is DueFilter.none:
+        conditions.append(tasks.c.due_date.is_(None))
+    elif query.due is DueFilter.overdue:
+        conditions.append(overdue())
+    elif query.due is not None:
+        start, end = DUE_RANGES[query.due]
+        conditions.append(and_(tasks.c.due_date >= local(start), tasks.c.due_date < local(end)))
     return conditions
+
+
+# The local day bounds (users/zones.py `LocalDay`) a statement takes as parameters.
+LOCAL_BOUNDS = ("now", "start", "tomorrow", "day_after", "week_end")
+# A `due` filter's range of first instants of local days: due on a day is due within it (an
+# all-day task's instant is its day's first).
+DUE_RANGES = {
+    DueFilter.today: ("start", "tomorrow"),
+    DueFilter.tomorrow: ("tomorrow", "day_after"),
+    DueFilter.next_7_days: ("start", "week_end"),
+}
+
+
+def local(bound: str) -> Any:
+    return bindparam(bound, type_=DateTime(timezone=True))
+
+
+def overdue() -> ColumnElement[bool]:
+    """Not completed and past due: a timed task once its instant has passed, an all-day task once
+    its local day has ended (its instant is before today's first)."""
+    return and_(
+        not_(tasks.c.completed),
+        tasks.c.due_date < case((tasks.c.all_day, local("start")), else_=local("now")),
+    )
+
+
+def _zone_dependent(query: TaskListQuery) -> bool:
+    """Whether the list's rows depend on the user's zone (not only how they are shown)."""
+    naive = [
+        value
+        for value in (query.due_before, query.due_after)
+        if value is not None and not (isinstance(value, datetime) and value.tzinfo is not None)
+    ]
+    return query.overdue is not None or query.due is not None or bool(naive)
+
+
+def _bounds(zone: str, now: datetime | None) -> dict[str, Any]:
+    day = local_day(zone_info(zone), now)
+    return {name: getattr(day, name) for name in LOCAL_BOUNDS}
 
 
 def _ordering(columns: Any, sort: TaskSort, order: SortOrder) -> list[ColumnElement[Any]]:
@@ -429,7 +548,10 @@ def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> Prepare
         **{name: bindparam(name) if value is BOUND else value for name, value in shape}
     )
     conditions = _filters(bindparam("user_id"), template)
-    counts = select(func.count().label("total")).where(*conditions).subquery("counts")
+    counts = select(
+        func.count().label("total"), stored_zone(bindparam("user_id")).label("user_zone")
+    ).where(*conditions)
+    counts = counts.subquery("counts")
     page = (
         select(*PUBLIC_COLUMNS)
         .where(*conditions)
@@ -439,26 +561,43 @@ def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> Prepare
         .lateral("page")
     )
     statement = (
-        select(counts.c.total, page)
+        select(counts.c.total, counts.c.user_zone, page)
         .select_from(counts.outerjoin(page, true()))
         .order_by(*_ordering(page.c, template.sort, template.order))
     )
-    named = {"user_id", "limit", "offset"} | {name for name, value in shape if value is BOUND}
+    named = {"user_id", "limit", "offset", *LOCAL_BOUNDS}
+    named |= {name for name, value in shape if value is BOUND}
     return _prepare(statement, named, dialect)
 
 
-def list_tasks(db: Database, user_id: str, query: TaskListQuery) -> TaskPage:
-    """One page of the user's tasks and the count of all matches, in one statement."""
+def list_tasks(
+    db: Database, user_id: str, query: TaskListQuery, *, now: datetime | None = None
+) -> TaskPage:
+    """One page of the user's tasks and the count of all matches, in one statement ("today" is
+    the user's local day at `now`, by default this container's clock)."""
     prepared = _list_statement(_shape(query), db.engine.dialect)
-    parameters = prepared.bind({**query.__dict__, "user_id": user_id})
-    rows = db.fetch_all_sql(prepared.sql, parameters, idempotent=True)
-    return TaskPage.model_validate(
-        {
-            "items": [row for row in rows if row["id"] is not None],
-            "total": rows[0]["total"] if rows else 0,
-            "limit": query.limit,
-            "offset": query.offset,
-        }
+    zone = remembered_zone(user_id)[0]
+    for _ in range(2):
+        info = zone_info(zone)
+        values = {**query.__dict__, "user_id": user_id, **_bounds(zone, now)}
+        for name in ("due_before", "due_after"):
+            if values[name] is not None:
+                try:
+                    values[name] = _instant(values[name], info)
+                except OverflowError:
+                    raise InvalidInputError(
+                        "date is out of range", loc=("query", name), error_type="value_error"
+                    ) from None
+        rows = db.fetch_all_sql(prepared.sql, prepared.bind(values), idempotent=True)
+        found = remember(user_id, rows[0]["user_zone"])
+        if found == zone or not _zone_dependent(query):
+            break
+        zone = found  # changed elsewhere: list again in the stored zone
+    return TaskPage(
+        items=[public_task(row, found) for row in rows if row["id"] is not None],
+        total=rows[0]["total"],
+        limit=query.limit,
+        offset=query.offset,
     )
 
 
@@ -475,14 +614,28 @@ class IdempotencyKeyReusedError(InvalidInputError):
 def request_fingerprint(data: TaskCreate) -> str:
     """SHA-256 of the validated body in canonical JSON: bodies that mean the same task (spacing,
     key order, defaults spelled out or not) share it."""
-    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    body = data.model_dump(mode="json")
+    if body.get("all_day") is None:
+        del body["all_day"]  # keys of bodies from before it existed keep their fingerprints
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _insert(values: dict[str, Any], keyed: bool) -> Any:
-    """The INSERT of a new task; with an idempotency key, a repeat returns the first row (when
-    its fingerprint matches; no row when it does not)."""
-    statement = insert(tasks).values(**values)
+def _insert(values: dict[str, Any], keyed: bool, guard: ColumnElement[bool]) -> Any:
+    """The INSERT of a new task, only while `guard` holds (the zone its dates were resolved in
+    is still the user's); with an idempotency key, a repeat returns the first row (when its
+    fingerprint matches; no row when it does not)."""
+    source = select(
+        *(
+            (
+                value
+                if isinstance(value, ColumnElement)
+                else literal(value, type_=tasks.c[name].type)
+            ).label(name)
+            for name, value in values.items()
+        )
+    ).where(guard)
+    statement = insert(tasks).from_select(list(values), source)
     if keyed:
         statement = statement.on_conflict_do_update(
             constraint="uq_tasks_user_idempotency_key",
@@ -499,6 +652,7 @@ def _insert(values: dict[str, Any], keyed: bool) -> Any:
 # What a create sends per request (TaskCreate's fields, the owner, the idempotency columns).
 CREATE_VALUES = (
     *TaskCreate.model_fields,
+    "due_on",
     "user_id",
     "idempotency_key",
     "idempotency_fingerprint",
@@ -510,12 +664,25 @@ def _create_statement(keyed: bool, completed: bool, dialect: Any) -> Prepared:
     """The create statement with its event, for creates without hooks or a next occurrence,
     compiled once per shape (with an idempotency key or not, created completed or not):
     building and compiling it per request cost more CPU than sending it."""
-    values: dict[str, Any] = {name: bindparam(name) for name in CREATE_VALUES}
+    values: dict[str, Any] = {
+        name: bindparam(name, type_=tasks.c[name].type) for name in CREATE_VALUES
+    }
     values["completed_at"] = func.now() if completed else None
     statement = change_statement(
-        _insert(values, keyed), "created", extra=[literal_column("xmax = 0").label("inserted")]
+        _insert(values, keyed, _create_guard(bindparam("user_id"), bindparam("zone"))),
+        "created",
+        extra=[literal_column("xmax = 0").label("inserted")],
+        probe=_zone_probe(bindparam("user_id")),
     )
-    return _prepare(statement, set(CREATE_VALUES), dialect)
+    return _prepare(statement, {*CREATE_VALUES, "zone"}, dialect)
+
+
+def _create_guard(user_id: Any, zone: Any) -> ColumnElement[bool]:
+    return zone_matches(stored_zone(user_id), zone)
+
+
+def _zone_probe(user_id: Any) -> Select[Any]:
+    return select(stored_zone(user_id).label("zone"))
 
 
 def create_task(
@@ -532,50 +699,73 @@ def create_task(
     UPDATE waits for the winner and returns its row when the stored fingerprint matches (no row
     when it does not), in the same single statement.
     """
+    zone = remembered_zone(user_id)[0]
+    for _ in range(2):
+        row = _create_once(db, user_id, data, idempotency_key, hooks, zone)
+        found = remember(user_id, row["probe_zone"])
+        if row["id"] is not None or found == zone:
+            break
+        zone = found  # changed elsewhere: resolve the dates again in the stored zone
+    else:
+        raise TaskConflictError("The time zone kept changing; try again")
+    if row["id"] is None:  # only possible with a key: it exists with another fingerprint
+        raise IdempotencyKeyReusedError()
+    inserted = bool(row["inserted"])
+    if inserted:
+        count("TasksCreated")
+    return public_task(row, found), inserted
+
+
+def _create_once(
+    db: Database,
+    user_id: str,
+    data: TaskCreate,
+    idempotency_key: str | None,
+    hooks: Sequence[ChangeHook],
+    zone: str,
+) -> Any:
+    """One try at the create, its dates resolved in `zone`: the row, with `probe_zone`."""
+    keyed = idempotency_key is not None
+    values = resolve_dates(data.model_dump(), zone, partial=False)
     following = None
-    if data.completed and data.recurrence is not None and data.due_date is not None:
+    if data.completed and data.recurrence is not None and values["due_date"] is not None:
         # Created already completed: its next occurrence comes with it (the moment of
         # completion is this container's clock, the only time known before the statement).
-        following = next_occurrence(data.recurrence, data.due_date, datetime.now(UTC))
-    keyed = idempotency_key is not None
-    values = data.model_dump()
+        following = next_occurrence(data.recurrence, values["due_date"], datetime.now(UTC))
     values.update(
         user_id=user_id,
         idempotency_key=idempotency_key,
         idempotency_fingerprint=request_fingerprint(data) if keyed else None,
     )
-    row: Any
     if following is None and not hooks:
         # The usual create: its statement compiled once per shape, the values sent as parameters.
         prepared = _create_statement(keyed, data.completed, db.engine.dialect)
         with _rules_as_422():
-            rows = db.fetch_all_sql(prepared.sql, prepared.bind(values), idempotent=keyed)
-        row = rows[0] if rows else None
-    else:
-        if following is not None:
-            values["next_task_id"] = _new_task_id()
-        values["completed_at"] = func.now() if data.completed else None
-        # With a key, running it twice is harmless: the constraint returns the first row.
-        row = _change(
-            db,
-            _insert(values, keyed),
-            "created",
-            hooks,
-            extra=[literal_column("xmax = 0").label("inserted")],
-            idempotent=keyed,
-            following=following,
-        )
-    if row is None:  # only possible with a key: it exists with another fingerprint
-        raise IdempotencyKeyReusedError()
-    inserted = bool(row["inserted"])
-    if inserted:
-        count("TasksCreated")
-    return TaskPublic.model_validate(dict(row)), inserted
+            rows = db.fetch_all_sql(
+                prepared.sql, prepared.bind({**values, "zone": zone}), idempotent=keyed
+            )
+        return rows[0]
+    if following is not None:
+        values["next_task_id"] = _new_task_id()
+    values["completed_at"] = func.now() if data.completed else None
+    # With a key, running it twice is harmless: the constraint returns the first row.
+    statement = change_statement(
+        _insert(values, keyed, _create_guard(user_id, zone)),
+        "created",
+        hooks,
+        extra=[literal_column("xmax = 0").label("inserted")],
+        following=following,
+        probe=_zone_probe(user_id),
+    )
+    return _fetch_change(db, statement, idempotent=keyed)
 
 
 def get_task(db: Database, user_id: str, task_id: int) -> TaskPublic:
-    row = db.fetch_one(select(*PUBLIC_COLUMNS).where(_owned(user_id, task_id)), idempotent=True)
-    return _task_or_raise(row, task_id)
+    statement = select(*PUBLIC_COLUMNS, stored_zone(user_id).label("user_zone")).where(
+        _owned(user_id, task_id)
+    )
+    row = db.fetch_one(statement, idempotent=True)
+    return _task_or_raise(row, task_id, user_id, "user_zone")
 
 
 def _update(
@@ -585,41 +775,56 @@ def _update(
     values: dict[str, Any],
     hooks: Sequence[ChangeHook] = (),
     completed: bool | ColumnElement[bool] | None = None,
+    *,
+    partial: bool = True,
 ) -> TaskPublic:
-    """Set `values` and, unless None, `completed` (a bool, or an expression for a toggle)."""
+    """Set `values` (as sent: dates resolved here, in the user's zone) and, unless None,
+    `completed` (a bool, or an expression for a toggle). The statement is built for the zone
+    this container knows; when another is stored it is built again (the probe returns it)."""
     owned = _owned(user_id, task_id)
-    values = {**values, "updated_at": func.now()}
-    if "remind_at" in values:
-        # A new reminder time is a new reminder: not delivered yet.
-        values["reminded_at"] = case(
-            (tasks.c.remind_at.is_not_distinct_from(values["remind_at"]), tasks.c.reminded_at)
-        )
+    zone = remembered_zone(user_id)[0]
+    sent = values
     if completed is None:
-        statement = update(tasks).where(owned).values(**values)
-        return _task_or_raise(_change(db, statement, "updated", hooks), task_id)
-
-    becomes_completed = false() if completed is False else not_(tasks.c.completed)
-    if "recurrence" in values:
-        has_rule: ColumnElement[bool] = true() if values["recurrence"] is not None else false()
+        needs_next: ColumnElement[bool] = false()
     else:
-        has_rule = tasks.c.recurrence.is_not(None)
-    needs_next = and_(becomes_completed, has_rule, tasks.c.next_task_id.is_(None))
+        becomes_completed = false() if completed is False else not_(tasks.c.completed)
+        if "recurrence" in values:
+            has_rule: ColumnElement[bool] = true() if values["recurrence"] is not None else false()
+        else:
+            has_rule = tasks.c.recurrence.is_not(None)
+        needs_next = and_(becomes_completed, has_rule, tasks.c.next_task_id.is_(None))
     for _ in range(COMPLETION_ATTEMPTS):
+        values = {**resolve_dates(sent, zone, partial=partial), "updated_at": func.now()}
+        if "remind_at" in values:
+            # A new reminder time is a new reminder: not delivered yet.
+            values["reminded_at"] = case(
+                (tasks.c.remind_at.is_not_distinct_from(values["remind_at"]), tasks.c.reminded_at)
+            )
+        if completed is not None:
+            values.update(_completion_values(completed))
         # Every change but a recurring task's completion is done here, in one statement.
-        statement = (
-            update(tasks)
-            .where(owned, not_(needs_next))
-            .values(**values, **_completion_values(completed))
-        )
-        probe = select(tasks.c.due_date, tasks.c.recurrence, func.now().label("now")).where(owned)
+        zone_guard = zone_matches(stored_zone(user_id), zone)
+        statement = update(tasks).where(owned, zone_guard, not_(needs_next)).values(**values)
+        probe = select(
+            tasks.c.due_date,
+            tasks.c.recurrence,
+            func.now().label("now"),
+            stored_zone(user_id).label("zone"),
+        ).where(owned)
         row = _fetch_change(db, change_statement(statement, "updated", hooks, probe=probe))
         if row is None:
             raise TaskNotFoundError(task_id)
+        found = remember(user_id, row["probe_zone"])
         if row["id"] is not None:
-            return TaskPublic.model_validate(dict(row))
-        completed_task = _complete_recurring(db, owned, values, hooks, row)
+            return public_task(row, found)
+        if found != zone:
+            zone = found  # changed elsewhere: build it again for the stored zone
+            continue
+        for name in ("completed", "completed_at"):
+            values.pop(name, None)
+        completed_task = _complete_recurring(db, owned, values, hooks, row, zone_guard)
         if completed_task is not None:
-            return TaskPublic.model_validate(dict(completed_task))
+            return public_task(completed_task, found)
     raise TaskConflictError(f"Task {task_id} kept changing; try again")
 
 
@@ -629,6 +834,7 @@ def _complete_recurring(
     values: dict[str, Any],
     hooks: Sequence[ChangeHook],
     seen: RowMapping,
+    zone_guard: ColumnElement[bool],
 ) -> RowMapping | None:
     """Complete a recurring task as `seen` (its schedule, the database's time) and create its next
     occurrence, in one statement; None when the task changed meanwhile (the caller starts over)."""
@@ -639,6 +845,7 @@ def _complete_recurring(
     following = next_occurrence(recurrence, due_date, seen["probe_now"])
     guard = [
         owned,
+        zone_guard,
         not_(tasks.c.completed),
         tasks.c.next_task_id.is_(None),
         tasks.c.due_date.is_not_distinct_from(seen["probe_due_date"]),
@@ -663,7 +870,7 @@ def replace_task(
     """PUT: every field takes the given value or its default."""
     values = data.model_dump()
     completed = values.pop("completed")
-    return _update(db, user_id, task_id, values, hooks, completed)
+    return _update(db, user_id, task_id, values, hooks, completed, partial=False)
 
 
 def update_task(
@@ -698,7 +905,9 @@ def delete_task(
 ) -> TaskPublic:
     """Delete and return what was deleted."""
     statement = delete(tasks).where(_owned(user_id, task_id))
-    return _task_or_raise(_change(db, statement, "deleted", hooks), task_id)
+    extra = [stored_zone(user_id).label("user_zone")]
+    row = _change(db, statement, "deleted", hooks, extra=extra)
+    return _task_or_raise(row, task_id, user_id, "user_zone")
 
 
 # --- tags and stats -------------------------------------------------------------------------------
@@ -730,17 +939,11 @@ def list_tags(db: Database, user_id: str) -> TagList:
     return TagList(items=items, total=rows[0]["total"] if rows else 0)
 
 
-def task_stats(db: Database, user_id: str) -> TaskStats:
-    """Counts over the user's tasks, in one statement. "Today" is the current UTC day; overdue
-    and due today count pending tasks only, as does `by_priority`."""
+def task_stats(db: Database, user_id: str, *, now: datetime | None = None) -> TaskStats:
+    """Counts over the user's tasks, in one statement. "Today" is the user's local day at `now`
+    (by default this container's clock); overdue and due today count pending tasks only, as does
+    `by_priority`."""
     pending = not_(tasks.c.completed)
-    today = func.timezone(
-        literal_column("'UTC'"),
-        func.date_trunc(
-            literal_column("'day'"), func.timezone(literal_column("'UTC'"), func.now())
-        ),
-    )
-    one_day = literal_column("interval '1 day'")
 
     def counted(*conditions: ColumnElement[bool]) -> Any:
         return func.count().filter(and_(*conditions)) if conditions else func.count()
@@ -749,10 +952,10 @@ def task_stats(db: Database, user_id: str) -> TaskStats:
         counted().label("total"),
         counted(pending).label("pending"),
         counted(tasks.c.completed).label("completed"),
-        counted(pending, tasks.c.due_date < func.now()).label("overdue"),
-        counted(pending, tasks.c.due_date >= today, tasks.c.due_date < today + one_day).label(
-            "due_today"
-        ),
+        counted(overdue()).label("overdue"),
+        counted(
+            pending, tasks.c.due_date >= local("start"), tasks.c.due_date < local("tomorrow")
+        ).label("due_today"),
         *(
             counted(pending, tasks.c.priority == priority).label(priority)
             for priority in ("low", "medium", "high")
@@ -761,9 +964,16 @@ def task_stats(db: Database, user_id: str) -> TaskStats:
             tasks.c.completed,
             tasks.c.completed_at >= func.now() - literal_column("interval '7 days'"),
         ).label("completed_last_7_days"),
+        stored_zone(user_id).label("user_zone"),
     ).where(tasks.c.user_id == user_id)
-    row = db.fetch_one(statement, idempotent=True)
-    assert row is not None
+    zone = remembered_zone(user_id)[0]
+    for _ in range(2):
+        row = db.fetch_one(statement.params(_bounds(zone, now)), idempotent=True)
+        assert row is not None
+        found = remember(user_id, row["user_zone"])
+        if found == zone:
+            break
+        zone = found  # changed elsewhere: count again in the stored zone
     return TaskStats(
         total=row["total"],
         pending=row["pending"],

@@ -1,0 +1,116 @@
+"""User settings: GET/PUT of the time zone, and the zone a request acts in."""
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Date,
+    DateTime,
+    cast,
+    distinct,
+    exists,
+    func,
+    literal,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+
+from todo_backend.core.db import Database
+from todo_backend.core.errors import DomainError
+from todo_backend.tasks.models import tasks
+from todo_backend.users.models import UserSettings
+from todo_backend.users.tables import (
+    header_zone_statement,
+    remember,
+    remembered_zone,
+    stored_zone,
+    user_settings,
+)
+from todo_backend.users.zones import day_start, is_known_zone, zone_info
+
+PUT_ATTEMPTS = 5
+
+
+class SettingsConflictError(DomainError):
+    status_code = 409
+
+
+def request_zone(db: Database, user_id: str, header: str | None = None) -> str:
+    """The zone to build the user's statements for: the one this container remembers; a valid
+    `Time-Zone` header is stored first when no zone is stored (as far as this container knows:
+    once per container and user, after which it is ignored). An unknown header is ignored."""
+    zone, stored = remembered_zone(user_id)
+    if header is not None and not stored and is_known_zone(header):
+        row = db.fetch_one(header_zone_statement(user_id, header))
+        zone = remember(user_id, row["timezone"] if row is not None else None)
+    return zone
+
+
+def get_settings(db: Database, user_id: str, header: str | None = None) -> UserSettings:
+    stored = remembered_zone(user_id)[1]
+    if header is not None and not stored and is_known_zone(header):
+        return UserSettings(timezone=request_zone(db, user_id, header))
+    row = db.fetch_one(select(stored_zone(user_id).label("timezone")), idempotent=True)
+    return UserSettings(timezone=remember(user_id, row["timezone"] if row else None))
+
+
+def put_settings(db: Database, user_id: str, timezone: str) -> UserSettings:
+    """Store the zone, and move each all-day task's instant to its date's start in the new zone:
+    all-day dates and every other instant stay, and no task event is written (nothing a user
+    sees of a task changes but its offsets). The starts are zoneinfo's (PostgreSQL's zone data
+    may be another release's), so the user's all-day dates are read first; the change is one
+    statement, which does nothing if a date appeared meanwhile (then it starts over)."""
+    info = zone_info(timezone)
+    for _ in range(PUT_ATTEMPTS):
+        dates = db.fetch_one(
+            select(func.array_agg(distinct(tasks.c.due_on)).label("days")).where(
+                tasks.c.user_id == user_id, tasks.c.all_day
+            ),
+            idempotent=True,
+        )
+        days: list[date] = list(dates["days"] or []) if dates is not None else []
+        starts = [day_start(day, info) for day in days]
+        row = db.fetch_one(_zone_change(user_id, timezone, days, starts))
+        if row is not None and row["timezone"] is not None:
+            return UserSettings(timezone=remember(user_id, row["timezone"]))
+    raise SettingsConflictError("Your tasks kept changing; try again")
+
+
+def _zone_change(user_id: str, timezone: str, days: list[date], starts: list[datetime]) -> Any:
+    complete = ~exists().where(
+        tasks.c.user_id == user_id,
+        tasks.c.all_day,
+        tasks.c.due_on.not_in(days) if days else true(),
+    )
+    source = select(literal(user_id).label("user_id"), literal(timezone).label("timezone"))
+    stored = (
+        insert(user_settings)
+        .from_select(["user_id", "timezone"], source.where(complete))
+        .on_conflict_do_update(
+            index_elements=["user_id"], set_={"timezone": timezone, "updated_at": func.now()}
+        )
+        .returning(user_settings.c.timezone)
+        .cte("stored")
+    )
+    moves = select(
+        func.unnest(cast(days, ARRAY(Date))).label("day"),
+        func.unnest(cast(starts, ARRAY(DateTime(timezone=True)))).label("start"),
+    ).subquery("moves")
+    moved = (
+        update(tasks)
+        .where(
+            tasks.c.user_id == user_id,
+            tasks.c.all_day,
+            tasks.c.due_on == moves.c.day,
+            complete,
+        )
+        .values(due_date=moves.c.start)
+        .returning(tasks.c.id)
+        .cte("moved")
+    )
+    return select(
+        select(stored.c.timezone).scalar_subquery().label("timezone"),
+        select(func.count()).select_from(moved).scalar_subquery().label("moved"),
+    ).add_cte(stored, moved)

@@ -1,0 +1,57 @@
+"""user settings (time zone), all-day due dates
+
+Revision ID: 0006_timezones
+Revises: 0005_chat_bounds
+Create Date: 2026-12-03 18:20:00
+
+Expand only: a new table, and two columns with defaults the running release never needs to
+write. Existing rows: a due date at exactly 00:00:00Z was sent as a bare date (or as
+that midnight, which the API could not tell apart): it becomes an all-day due date of that date.
+Its instant does not change (UTC is every existing user's zone), so the running release reads
+it as before.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0006_timezones"
+down_revision: str | None = "0005_chat_bounds"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "user_settings",
+        sa.Column("user_id", sa.Text(), nullable=False),
+        sa.Column("timezone", sa.String(length=64), nullable=False),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("user_id"),
+    )
+    op.add_column(
+        "tasks", sa.Column("all_day", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
+    op.add_column("tasks", sa.Column("due_on", sa.Date(), nullable=True))
+    op.execute(
+        "UPDATE tasks SET all_day = true, due_on = (due_date AT TIME ZONE 'UTC')::date"
+        " WHERE due_date IS NOT NULL AND (due_date AT TIME ZONE 'UTC')::time = '00:00:00'"
+    )
+    op.create_check_constraint(
+        "ck_tasks_all_day",
+        "tasks",
+        "all_day = (due_on IS NOT NULL) AND (NOT all_day OR due_date IS NOT NULL)",
+    )
+
+
+def downgrade() -> None:
+    op.drop_constraint("ck_tasks_all_day", "tasks", type_="check")
+    op.drop_column("tasks", "due_on")
+    op.drop_column("tasks", "all_day")
+    op.drop_table("user_settings")
