@@ -39,7 +39,7 @@ def utc(*parts: int) -> datetime:
         ("FREQ=DAILY;COUNT=1", "FREQ=DAILY;COUNT=1"),
         ("FREQ=DAILY;COUNT=1000", "FREQ=DAILY;COUNT=1000"),
         ("FREQ=DAILY;UNTIL=20261231T170000Z", "FREQ=DAILY;UNTIL=20261231T170000Z"),
-        ("FREQ=DAILY;UNTIL=20261231", "FREQ=DAILY;UNTIL=20261231T235959Z"),
+        ("FREQ=DAILY;UNTIL=20261231", "FREQ=DAILY;UNTIL=20261231"),
         (
             " count=5 ; byday=tu ; freq=weekly ; interval=02 ",
             "FREQ=WEEKLY;INTERVAL=2;BYDAY=TU;COUNT=5",
@@ -95,14 +95,15 @@ def test_anything_outside_the_subset_is_refused_naming_the_part(given, reason):
         normalize(given)
 
 
-def test_a_date_only_until_that_grows_the_rule_past_its_limit_is_refused():
+def test_a_date_only_until_stays_a_date_and_does_not_grow_the_rule():
+    # (It used to be stored as YYYYMMDDT235959Z UTC; it now ends with the user's local day.)
     days = [str(day) for day in range(1, 32)]
     while len("FREQ=MONTHLY;BYMONTHDAY=" + ",".join(days) + ";UNTIL=20261231") < 194:
         days.append(str(-len(days) + 30))  # -1, -2, ...
     rule = "FREQ=MONTHLY;BYMONTHDAY=" + ",".join(days) + ";UNTIL=20261231"
-    assert 194 <= len(rule) <= 200  # accepted as given, but 8 characters longer normalised
-    with pytest.raises(RecurrenceError, match="at most 200"):
-        normalize(rule)
+    assert 194 <= len(rule) <= 200
+    assert normalize(rule).endswith(";UNTIL=20261231")
+    assert len(normalize(rule)) <= 200
 
 
 # --- the next occurrence --------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def test_until_is_inclusive_and_ends_the_rule():
     rule = "FREQ=DAILY;UNTIL=20261203"  # through the end of 3 December (UTC)
     last = next_occurrence(rule, utc(2026, 12, 2, 23), utc(2026, 12, 2, 23))
     assert last is not None and last.due_date == utc(2026, 12, 3, 23)
-    assert last.recurrence == "FREQ=DAILY;UNTIL=20261203T235959Z"
+    assert last.recurrence == "FREQ=DAILY;UNTIL=20261203"
     assert next_occurrence(rule, last.due_date, last.due_date) is None
     # A completion after UNTIL creates none, even if the due date was before it
     assert next_occurrence(rule, utc(2026, 12, 1, 9), utc(2026, 12, 10)) is None

@@ -4,7 +4,7 @@ Revision ID: 0006_timezones
 Revises: 0005_chat_bounds
 Create Date: 2026-12-03 18:20:00
 
-Expand only: a new table, and two columns with defaults the running release never needs to
+Expand only: a new table, and three columns with defaults the running release never needs to
 write. Existing rows: a due date at exactly 00:00:00Z was sent as a bare date (or as
 that midnight, which the API could not tell apart): it becomes an all-day due date of that date.
 Its instant does not change (UTC is every existing user's zone), so the running release reads
@@ -39,6 +39,7 @@ def upgrade() -> None:
         "tasks", sa.Column("all_day", sa.Boolean(), server_default=sa.false(), nullable=False)
     )
     op.add_column("tasks", sa.Column("due_on", sa.Date(), nullable=True))
+    op.add_column("tasks", sa.Column("series_time", sa.Time(), nullable=True))
     op.execute(
         "UPDATE tasks SET all_day = true, due_on = (due_date AT TIME ZONE 'UTC')::date"
         " WHERE due_date IS NOT NULL AND (due_date AT TIME ZONE 'UTC')::time = '00:00:00'"
@@ -52,6 +53,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_constraint("ck_tasks_all_day", "tasks", type_="check")
+    op.drop_column("tasks", "series_time")
     op.drop_column("tasks", "due_on")
     op.drop_column("tasks", "all_day")
     op.drop_table("user_settings")

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    Time,
     UniqueConstraint,
     false,
     func,
@@ -230,6 +231,9 @@ tasks = Table(
     # day (for sorting and range filters on one column; recomputed when the zone changes).
     Column("all_day", Boolean, nullable=False, server_default=false()),
     Column("due_on", Date),
+    # A recurring series' local wall-clock time, when its due date had to move off it (a
+    # daylight-saving gap): the next occurrence is back at it. Cleared when the zone changes.
+    Column("series_time", Time),
     UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency_key"),
     CheckConstraint(
         f"char_length(btrim(title)) BETWEEN 1 AND {TITLE_MAX}", name="ck_tasks_title_length"

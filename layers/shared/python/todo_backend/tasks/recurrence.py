@@ -2,17 +2,23 @@
 
 Accepted: `FREQ=DAILY|WEEKLY|MONTHLY|YEARLY`, optional `INTERVAL` (1-366), `BYDAY` (WEEKLY only,
 plain weekdays), `BYMONTHDAY` (MONTHLY only, 1..31 or -31..-1), and `COUNT` (1-1000) or `UNTIL`
-(`YYYYMMDD`, the end of that UTC day, or `YYYYMMDDTHHMMSSZ`). Anything else is refused with a
-message naming the part. A rule is stored normalised: upper case, parts in that order, lists
-de-duplicated and sorted, `UNTIL` as a UTC date-time.
+(`YYYYMMDD`, through the end of that local day, or `YYYYMMDDTHHMMSSZ`). Anything else is refused
+with a message naming the part. A rule is stored normalised: upper case, parts in that order, lists
+de-duplicated and sorted; a date-only `UNTIL` stays a date.
 
-Occurrences are computed with python-dateutil's rrule in UTC, from the task's due date: a daily
-task at 09:00Z stays at 09:00Z across any daylight-saving change. Parsing needs no dateutil, so
-validating a request does not import it (cold start).
+Occurrences are computed with python-dateutil's rrule on the user's local wall-clock time (naive
+local date-times), then localised by RFC 5545's rules (users/zones.py `localize`): a daily task at
+09:00 stays at 09:00 local across daylight-saving changes, a time that falls in a spring-forward
+gap moves later by the gap's length, and an ambiguous one is its first instance. The series keeps
+its own wall-clock time (`series_time`, stored only when an occurrence had to move off it), so
+the occurrence after a gap is back at it. An all-day task recurs by date. Parsing needs no
+dateutil, so validating a request does not import it (cold start).
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, NamedTuple
+
+from todo_backend.users.zones import day_start, localize, wall_clock
 
 RECURRENCE_MAX = 200
 FREQUENCIES = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
@@ -27,6 +33,9 @@ RECURRENCE_FORM = (
 # Beyond this gap between the rule's start and the pivot, the start is moved forward by whole
 # periods first, so a task due in year 1 does not make rrule walk two thousand years of days.
 SHIFT_AFTER = timedelta(days=4000)
+# More than any daylight-saving shift: how far before the completion's local time the search for
+# the next local occurrence starts.
+LOCAL_SLACK = timedelta(hours=3)
 
 
 class RecurrenceError(ValueError):
@@ -39,7 +48,7 @@ class Rule(NamedTuple):
     byday: tuple[str, ...] = ()
     bymonthday: tuple[int, ...] = ()
     count: int | None = None
-    until: datetime | None = None
+    until: datetime | date | None = None  # a date: through the end of that local day
 
     def __str__(self) -> str:
         parts = [f"FREQ={self.freq}"]
@@ -51,9 +60,11 @@ class Rule(NamedTuple):
             parts.append(f"BYMONTHDAY={','.join(str(day) for day in self.bymonthday)}")
         if self.count is not None:
             parts.append(f"COUNT={self.count}")
-        if self.until is not None:
+        if isinstance(self.until, datetime):
             # The year zero-padded: strftime's %Y is not, for years before 1000 (glibc).
             parts.append(f"UNTIL={self.until.year:04d}{self.until:%m%dT%H%M%SZ}")
+        elif self.until is not None:
+            parts.append(f"UNTIL={self.until.year:04d}{self.until:%m%d}")
         return ";".join(parts)
 
 
@@ -67,11 +78,10 @@ def _integer(name: str, text: str, low: int, high: int) -> int:
     return value
 
 
-def _until(text: str) -> datetime:
+def _until(text: str) -> datetime | date:
     try:
         if len(text) == 8 and text.isdigit():
-            day = datetime.strptime(text, "%Y%m%d").replace(tzinfo=UTC)
-            return day + timedelta(days=1, seconds=-1)  # the whole day is included
+            return datetime.strptime(text, "%Y%m%d").date()
         if len(text) == 16 and text.endswith("Z"):
             return datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError:
@@ -136,21 +146,19 @@ def parse(text: str) -> Rule:
 
 def normalize(text: Any) -> str:
     """The rule in its stored form; RecurrenceError (a ValueError) when it is not accepted."""
-    normalized = str(parse(text))
-    if len(normalized) > RECURRENCE_MAX:  # a date-only UNTIL grows by eight characters
-        raise RecurrenceError(f"must be at most {RECURRENCE_MAX} characters")
-    return normalized
+    return str(parse(text))
 
 
 def _months_between(start: datetime, end: datetime) -> int:
     return (end.year - start.year) * 12 + end.month - start.month
 
 
-def _rrule(rule: Rule, start: datetime, pivot: datetime) -> Any:
+def _rrule(rule: Rule, start: datetime, pivot: datetime, until: datetime | None) -> Any:
+    """The rule over naive local date-times, from `start`."""
     from dateutil import rrule as rr
 
     interval = rule.interval or 1
-    options: dict[str, Any] = {"interval": interval, "until": rule.until, "cache": False}
+    options: dict[str, Any] = {"interval": interval, "until": until, "cache": False}
     if rule.byday:
         options["byweekday"] = [getattr(rr, day) for day in rule.byday]
     if rule.bymonthday:
@@ -182,24 +190,78 @@ def _rrule(rule: Rule, start: datetime, pivot: datetime) -> Any:
 class Occurrence(NamedTuple):
     due_date: datetime
     recurrence: str
+    all_day: bool = False
+    due_on: date | None = None
+    # The series' wall-clock time when the due date had to move off it (a gap), else None.
+    series_time: time | None = None
+    remind_at: datetime | None = None
+
+
+def _local_until(until: datetime | date | None, zone: tzinfo) -> datetime | None:
+    if until is None:
+        return None
+    if isinstance(until, datetime):
+        return wall_clock(until, zone)
+    return datetime.combine(until, time.max)  # the whole local day is included
 
 
 def next_occurrence(
-    recurrence: str, due_date: datetime, completed_at: datetime
+    recurrence: str,
+    due_date: datetime,
+    completed_at: datetime,
+    *,
+    zone: tzinfo = UTC,
+    all_day: bool = False,
+    series_time: time | None = None,
+    remind_at: datetime | None = None,
 ) -> Occurrence | None:
-    """The occurrence that follows a task due `due_date` and completed at `completed_at`: the
-    rule's first date after both, with COUNT decremented; None once the rule is exhausted (COUNT
-    reached or past UNTIL)."""
+    """The occurrence that follows a task due `due_date` (an instant; for an all-day task the
+    first instant of its local day) and completed at `completed_at`: the rule's first date after
+    both, on local wall-clock time in `zone`, with COUNT decremented and the reminder at the same
+    local wall-clock distance before it; None once the rule is exhausted (COUNT reached or past
+    UNTIL)."""
     rule = parse(recurrence)
     if rule.count == 1:
         return None
-    start = due_date.astimezone(UTC)
-    pivot = max(start, completed_at.astimezone(UTC))
+    local_due = wall_clock(due_date, zone)
+    wall = time() if all_day else (series_time or local_due.time())
+    start = datetime.combine(local_due.date(), wall)
+    done = wall_clock(completed_at, zone)
+    # All-day: by date, the first date after the due date's and the completion's. Timed: local
+    # times are not instants (a time in a gap happens later, one in a fold twice), so the search
+    # starts early enough and each candidate's instant is compared below.
+    pivot = max(start, datetime.combine(done.date(), time()) if all_day else done - LOCAL_SLACK)
     try:
-        following = _rrule(rule, start, pivot).after(pivot, inc=False)
+        series = _rrule(rule, start, pivot, _local_until(rule.until, zone))
+        following = series.after(pivot, inc=False)
+        # A local time is not an instant: around a fall-back fold the next one may still be
+        # before the completion; the next after it is not.
+        while (
+            following is not None
+            and not all_day
+            and localize(following, zone) <= max(due_date, completed_at)
+        ):
+            following = series.after(following, inc=False)
     except (ValueError, OverflowError):  # past year 9999
         return None
     if following is None:
         return None
-    remaining = rule._replace(count=None if rule.count is None else rule.count - 1)
-    return Occurrence(following.astimezone(UTC), str(remaining))
+    remaining = str(rule._replace(count=None if rule.count is None else rule.count - 1))
+    try:
+        if all_day:
+            due = day_start(following.date(), zone)
+            occurrence = Occurrence(due, remaining, True, following.date())
+        else:
+            due = localize(following, zone)
+            moved = wall_clock(due, zone).time() != following.time()
+            occurrence = Occurrence(due, remaining, series_time=wall if moved else None)
+    except (ValueError, OverflowError):  # past year 9999
+        return None
+    if remind_at is not None:
+        try:
+            # The same local wall-clock distance (as both read locally) before the next due time.
+            ahead = (start if all_day else local_due) - wall_clock(remind_at, zone)
+            occurrence = occurrence._replace(remind_at=localize(following - ahead, zone))
+        except (ValueError, OverflowError):  # the reminder would be past year 9999: none
+            pass
+    return occurrence

@@ -203,6 +203,7 @@ def resolve_dates(values: dict[str, Any], zone: str, *, partial: bool) -> dict[s
                     resolved.update(due_date=day_start(day, info), all_day=True, due_on=day)
                 else:
                     resolved.update(due_date=_instant(due, info), all_day=False, due_on=None)
+            resolved["series_time"] = None  # a new due date starts the series' time afresh
         elif partial and flag is not None:
             if flag:
                 raise TaskRuleError("due_date", "send the due_date along with all_day: true")
@@ -285,17 +286,14 @@ def _events(*rows: Select[Any]) -> Executable:
     return task_events.insert().from_select(["user_id", "task_id", "detail_type", "task"], source)
 
 
-def _shifted_reminder(shifted: ColumnElement[Any]) -> ColumnElement[Any]:
-    """The next occurrence's reminder, or none when keeping the offset would carry it past the
-    year 9999 (PostgreSQL stores it; Python, and so the API, could not read it back)."""
-    last = literal_column("'10000-01-01T00:00:00Z'::timestamptz")
-    return case((shifted < last, shifted), else_=None)
-
-
 def _next_occurrence_insert(changed: Any, following: Occurrence) -> Executable:
     """The next occurrence of each changed task that has just been given a `next_task_id`:
-    same title, description, priority, tags and reminder offset, the next due date."""
-    due = bindparam("next_due_date", following.due_date, type_=DateTime(timezone=True))
+    same title, description, priority and tags, the next due date and reminder (computed in
+    the user's zone: recurrence.next_occurrence)."""
+
+    def value(name: str) -> Any:
+        return bindparam(f"next_{name}", getattr(following, name), type_=tasks.c[name].type)
+
     rows = select(
         changed.c.next_task_id,
         changed.c.user_id,
@@ -303,9 +301,7 @@ def _next_occurrence_insert(changed: Any, following: Occurrence) -> Executable:
         changed.c.description,
         changed.c.priority,
         changed.c.tags,
-        due,
-        bindparam("next_recurrence", following.recurrence),
-        _shifted_reminder(changed.c.remind_at + (due - changed.c.due_date)),
+        *(value(name) for name in OCCURRENCE_COLUMNS),
     ).where(changed.c.next_task_id.is_not(None))
     if "inserted" in changed.c:
         rows = rows.where(changed.c.inserted)
@@ -316,11 +312,13 @@ def _next_occurrence_insert(changed: Any, following: Occurrence) -> Executable:
         "description",
         "priority",
         "tags",
-        "due_date",
-        "recurrence",
-        "remind_at",
+        *OCCURRENCE_COLUMNS,
     ]
     return insert(tasks).from_select(columns, rows).returning(*tasks.c)
+
+
+# What recurrence.next_occurrence computes of a next occurrence.
+OCCURRENCE_COLUMNS = ("due_date", "recurrence", "all_day", "due_on", "series_time", "remind_at")
 
 
 def _new_task_id() -> ColumnElement[int]:
@@ -731,7 +729,14 @@ def _create_once(
     if data.completed and data.recurrence is not None and values["due_date"] is not None:
         # Created already completed: its next occurrence comes with it (the moment of
         # completion is this container's clock, the only time known before the statement).
-        following = next_occurrence(data.recurrence, values["due_date"], datetime.now(UTC))
+        following = next_occurrence(
+            data.recurrence,
+            values["due_date"],
+            datetime.now(UTC),
+            zone=zone_info(zone),
+            all_day=values["all_day"],
+            remind_at=values["remind_at"],
+        )
     values.update(
         user_id=user_id,
         idempotency_key=idempotency_key,
@@ -808,6 +813,9 @@ def _update(
         probe = select(
             tasks.c.due_date,
             tasks.c.recurrence,
+            tasks.c.all_day,
+            tasks.c.series_time,
+            tasks.c.remind_at,
             func.now().label("now"),
             stored_zone(user_id).label("zone"),
         ).where(owned)
@@ -822,7 +830,7 @@ def _update(
             continue
         for name in ("completed", "completed_at"):
             values.pop(name, None)
-        completed_task = _complete_recurring(db, owned, values, hooks, row, zone_guard)
+        completed_task = _complete_recurring(db, owned, values, hooks, row, zone, zone_guard)
         if completed_task is not None:
             return public_task(completed_task, found)
     raise TaskConflictError(f"Task {task_id} kept changing; try again")
@@ -834,6 +842,7 @@ def _complete_recurring(
     values: dict[str, Any],
     hooks: Sequence[ChangeHook],
     seen: RowMapping,
+    zone: str,
     zone_guard: ColumnElement[bool],
 ) -> RowMapping | None:
     """Complete a recurring task as `seen` (its schedule, the database's time) and create its next
@@ -842,7 +851,15 @@ def _complete_recurring(
     recurrence = values.get("recurrence", seen["probe_recurrence"])
     if due_date is None:
         raise TaskRuleError(*RULE_CONSTRAINTS["ck_tasks_recurrence_due_date"])
-    following = next_occurrence(recurrence, due_date, seen["probe_now"])
+    following = next_occurrence(
+        recurrence,
+        due_date,
+        seen["probe_now"],
+        zone=zone_info(zone),
+        all_day=values.get("all_day", seen["probe_all_day"]),
+        series_time=values.get("series_time", seen["probe_series_time"]),
+        remind_at=values.get("remind_at", seen["probe_remind_at"]),
+    )
     guard = [
         owned,
         zone_guard,
@@ -850,6 +867,9 @@ def _complete_recurring(
         tasks.c.next_task_id.is_(None),
         tasks.c.due_date.is_not_distinct_from(seen["probe_due_date"]),
         tasks.c.recurrence.is_not_distinct_from(seen["probe_recurrence"]),
+        tasks.c.all_day == seen["probe_all_day"],
+        tasks.c.series_time.is_not_distinct_from(seen["probe_series_time"]),
+        tasks.c.remind_at.is_not_distinct_from(seen["probe_remind_at"]),
     ]
     finishing = {**values, "completed": True, "completed_at": func.now()}
     if following is not None:

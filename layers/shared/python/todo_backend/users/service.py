@@ -110,7 +110,16 @@ def _zone_change(user_id: str, timezone: str, days: list[date], starts: list[dat
         .returning(tasks.c.id)
         .cte("moved")
     )
+    # A series' kept wall-clock time was the old zone's: the new zone's is its instant's.
+    unpinned = (
+        update(tasks)
+        .where(tasks.c.user_id == user_id, tasks.c.series_time.is_not(None), complete)
+        .values(series_time=None)
+        .returning(tasks.c.id)
+        .cte("unpinned")
+    )
     return select(
         select(stored.c.timezone).scalar_subquery().label("timezone"),
         select(func.count()).select_from(moved).scalar_subquery().label("moved"),
-    ).add_cte(stored, moved)
+        select(func.count()).select_from(unpinned).scalar_subquery().label("unpinned"),
+    ).add_cte(stored, moved, unpinned)
