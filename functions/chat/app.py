@@ -38,6 +38,7 @@ from todo_backend.core.observability import instrumented
 from todo_backend.core.settings import get_settings
 from todo_backend.core.snapstart import register as register_snapstart
 from todo_backend.tasks.models import IdempotencyKey
+from todo_backend.users.service import request_zone
 
 app = create_app("Todo assistant API", "Manage your tasks in plain language.")
 router = deferred_router(app)
@@ -63,7 +64,13 @@ def chat(
     db: DatabaseDep,
     body: ChatRequest,
     idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
+    time_zone: Annotated[
+        str | None,
+        Header(description="The user's IANA time zone, stored when none is yet (else ignored)"),
+    ] = None,
 ) -> ChatResponse:
+    if time_zone is not None:
+        request_zone(db, user, time_zone)
     return run_turn(db, user, body, idempotency_key)
 
 

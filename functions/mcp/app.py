@@ -11,13 +11,14 @@ gc.disable()  # while the function initialises; register_snapstart (last) enable
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
 from mangum import Mangum
 from starlette.types import Receive, Scope, Send
 
 from todo_backend.core.api import ErrorBody, authenticate, bearer, create_app
+from todo_backend.core.db import get_database
 from todo_backend.core.errors import AuthenticationError, DomainError
 from todo_backend.core.observability import instrumented
 from todo_backend.core.settings import get_settings
@@ -31,6 +32,7 @@ from todo_backend.mcp.server import (
     serve,
 )
 from todo_backend.mcp.warmup import warm_mcp_routes
+from todo_backend.users.service import request_zone
 
 app = create_app(
     "Todo MCP server",
@@ -100,7 +102,15 @@ JSON_RPC = {"application/json": {"schema": {"type": "object", "description": "JS
         503: {"model": ErrorBody, "description": "The token's key set could not be fetched"},
     },
 )
-async def mcp(user: Annotated[str, Depends(mcp_user)]) -> Response:
+async def mcp(
+    user: Annotated[str, Depends(mcp_user)],
+    time_zone: Annotated[
+        str | None,
+        Header(description="The user's IANA time zone, stored when none is yet (else ignored)"),
+    ] = None,
+) -> Response:
+    if time_zone is not None:
+        request_zone(get_database(), user, time_zone)
     return McpExchange(user)
 
 

@@ -37,6 +37,8 @@ from todo_backend.tasks.tools import (
     execute_tool,
     parse_arguments,
 )
+from todo_backend.users.tables import remember
+from todo_backend.users.zones import DEFAULT_ZONE, zone_info
 
 if TYPE_CHECKING:
     import httpx
@@ -54,19 +56,21 @@ TOOL_CALL_RESERVE_SECONDS = 0.5
 CALL_ID_MAX = 200
 
 SYSTEM_PROMPT = """You are a helpful assistant that manages the user's to-do list.
-Today's date is {today} (UTC).
+Today's date is {date}, a {weekday}, and the time is {time} in the user's time zone ({zone}).
 
 Rules:
 - Use the tools for every change to tasks; never claim a change you did not make with a tool.
 - Before acting on a task named in words (not by id), call list_tasks to find it; never invent ids.
 - If several tasks match, or the request is ambiguous, ask the user which one they mean.
-- Resolve relative dates ("tomorrow", "next Friday") from today's date; send ISO 8601 dates.
+- Resolve relative dates ("tomorrow", "next Friday") from today's local date; send ISO 8601
+  dates in the user's local time, without an offset (2026-12-01T17:00:00); a bare date
+  (2026-12-01) makes an all-day task. Dates you receive carry the user's offset.
 - Repeating tasks: set recurrence to an RRULE and due_date to the first occurrence. "Every
   Monday" is FREQ=WEEKLY;BYDAY=MO, "every weekday" FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR, "every 2
   weeks" FREQ=WEEKLY;INTERVAL=2, "on the 1st of every month" FREQ=MONTHLY;BYMONTHDAY=1, "daily
   for 10 days" FREQ=DAILY;COUNT=10. Completing one creates the next automatically.
 - Reminders: set remind_at to the moment to remind; "remind me an hour before" is the due_date
-  minus one hour (e.g. due 2026-12-01T17:00:00Z gives remind_at 2026-12-01T16:00:00Z).
+  minus one hour (e.g. due 2026-12-01T17:00:00 gives remind_at 2026-12-01T16:00:00).
 - For counts and progress ("how am I doing?"), call get_stats.
 - After acting, confirm briefly what was done, naming the tasks.
 - If a tool returns an error, explain it plainly and suggest what to do next."""
@@ -150,9 +154,16 @@ def build_cohere_client(
     return V2Client(client_wrapper=wrapper)
 
 
-def system_prompt(now: datetime | None = None) -> str:
-    today = (now or datetime.now(UTC)).strftime("%A, %Y-%m-%d")
-    return SYSTEM_PROMPT.format(today=today)
+def system_prompt(now: datetime | None = None, zone: str = DEFAULT_ZONE) -> str:
+    """The instructions, with the user's local date (ISO), weekday, time and IANA zone name at
+    `now` (by default this container's clock)."""
+    local = (now or datetime.now(UTC)).astimezone(zone_info(zone))
+    return SYSTEM_PROMPT.format(
+        zone=zone,
+        weekday=local.strftime("%A"),
+        date=local.date().isoformat(),
+        time=local.strftime("%H:%M"),
+    )
 
 
 def replay(history: list[Any]) -> list[dict[str, Any]]:
@@ -496,8 +507,10 @@ def run_turn(
     # The bound may have cut a turn in half: replay starts with a user message.
     while history and history[0]["role"] != "user":
         history.pop(0)
+    # The claim read the user's zone: the tools' statements start from it too.
+    zone = remember(user_id, claim.timezone)
     messages = [
-        {"role": "system", "content": system_prompt()},
+        {"role": "system", "content": system_prompt(zone=zone)},
         *replay(history),
         {"role": "user", "content": request.message},
         *turn.resumed_messages(),

@@ -136,7 +136,8 @@ CLAIM = compact(
     SELECT decision.action, existing.response, existing.busy_seconds,
            EXISTS (SELECT 1 FROM usage) AS counted,
            claimed.id AS turn_id, claimed.conversation_id, history.items AS history,
-           records.items AS records
+           records.items AS records,
+           (SELECT timezone FROM user_settings WHERE user_id = :user_id) AS timezone
     FROM decision
     LEFT JOIN existing ON true
     LEFT JOIN claimed ON true
@@ -246,6 +247,8 @@ class Claim(NamedTuple):
     busy_seconds: int | None
     # Whether the daily quota let the turn run (false: over quota).
     counted: bool
+    # The user's stored time zone (None: none stored, UTC), read by the same statement.
+    timezone: str | None = None
 
 
 def claim(
@@ -295,6 +298,7 @@ def claim(
         response=row["response"],
         busy_seconds=row["busy_seconds"],
         counted=row["counted"],
+        timezone=row["timezone"],
     )
 
 

@@ -19,6 +19,7 @@ from todo_backend.tasks import service as tasks
 from todo_backend.tasks.models import (
     Description,
     DueDate,
+    DueFilter,
     Priority,
     Recurrence,
     SearchText,
@@ -35,7 +36,15 @@ from todo_backend.tasks.models import (
 from todo_backend.tasks.service import ChangeHook
 
 LIST_LIMIT_MAX = 50
-DUE_DATE_HELP = "ISO 8601 date or date-time; without an offset it is UTC."
+DUE_DATE_HELP = (
+    "ISO 8601 date-time, without an offset in the user's local time (e.g. 2026-12-01T17:00:00); "
+    "a bare date (2026-12-01) makes an all-day task."
+)
+ALL_DAY_HELP = "true: due all day on the due date's local date (a bare date is all-day anyway)."
+DUE_FILTER_HELP = (
+    "Only tasks due on the user's local day(s): today, tomorrow, next_7_days (today and the six "
+    "days after), overdue, or none (no due date)."
+)
 TAGS_HELP = "Short labels, at most 10."
 TASK_ID_HELP = "The id of the task, as list_tasks returns it."
 RECURRENCE_HELP = (
@@ -44,8 +53,8 @@ RECURRENCE_HELP = (
     "(the first occurrence). Completing the task creates the next occurrence."
 )
 REMIND_AT_HELP = (
-    "When to remind the user: ISO 8601 date-time (UTC without an offset), e.g. one hour before "
-    "the due date."
+    "When to remind the user: ISO 8601 date-time (the user's local time without an offset), e.g. "
+    "one hour before the due date."
 )
 # A bare date is accepted too, which JSON schema's "date-time" format would deny.
 ToolDueDate = Annotated[DueDate, WithJsonSchema({"type": "string", "description": DUE_DATE_HELP})]
@@ -74,6 +83,7 @@ class AddTaskArguments(StrictModel):
     tags: Tags = Field(default_factory=list, description=TAGS_HELP)
     recurrence: ToolRecurrence | None = None
     remind_at: ToolRemindAt | None = None
+    all_day: bool | None = Field(default=None, description=ALL_DAY_HELP)
 
 
 class ListTasksArguments(StrictModel):
@@ -84,6 +94,7 @@ class ListTasksArguments(StrictModel):
         default=None, description="Text to look for in title or description."
     )
     overdue: bool | None = Field(default=None, description="Only tasks past due and not done.")
+    due: DueFilter | None = Field(default=None, description=DUE_FILTER_HELP)
     limit: int = Field(
         default=20, ge=1, le=LIST_LIMIT_MAX, description=f"At most {LIST_LIMIT_MAX} (default 20)."
     )
@@ -105,6 +116,7 @@ class UpdateTaskArguments(TaskIdArguments):
     tags: Tags | None = Field(default=None, description=TAGS_HELP)
     recurrence: ToolRecurrence | None = None
     remind_at: ToolRemindAt | None = None
+    all_day: bool | None = Field(default=None, description=ALL_DAY_HELP)
 
 
 class NoArguments(StrictModel):
@@ -122,6 +134,7 @@ SUMMARY_FIELDS = {
     "completed",
     "recurrence",
     "remind_at",
+    "all_day",
 }
 
 
@@ -239,7 +252,7 @@ TOOLS: dict[str, Tool] = {
         ),
         Tool(
             "get_stats",
-            "Counts of the user's tasks: total, pending, completed, overdue, due today (UTC), "
+            "Counts of the user's tasks: total, pending, completed, overdue, due today (local), "
             "pending by priority, completed in the last 7 days.",
             NoArguments,
             get_stats,
