@@ -570,14 +570,20 @@ def test_each_task_route_is_still_one_statement(tasks_api, user, database, zone)
         assert len(statements) == 1, (method, path, statements)
 
 
-def test_event_snapshots_are_json(tasks_api, user, database):
-    # Given a user in Berlin with an all-day task
-    set_zone(tasks_api, user, "Europe/Berlin")
-    task = create(tasks_api, user, due_date="2027-05-01")
-    row = database.fetch_one(
-        text("SELECT task::text AS task FROM task_events WHERE task_id = :id").bindparams(
-            id=task["id"]
+@pytest.mark.parametrize("zone", [*ZONES, "Europe/London"])
+def test_event_snapshots_carry_the_user_s_offset_as_the_api_does(tasks_api, user, database, zone):
+    # Given a user in `zone` with an all-day task and a timed one (summer and winter)
+    set_zone(tasks_api, user, zone)
+    created = [
+        create(tasks_api, user, due_date="2027-05-01"),
+        create(tasks_api, user, due_date="2027-07-01T09:00:00.250", remind_at="2027-01-01T08:00"),
+    ]
+    for task in created:
+        row = database.fetch_one(
+            text(
+                "SELECT task::text AS task FROM task_events WHERE task_id = :id"
+                " AND detail_type = 'Task Created'"
+            ).bindparams(id=task["id"])
         )
-    )
-    # Then the event's snapshot carries all_day
-    assert json.loads(row["task"])["all_day"] is True
+        # Then the event's snapshot is the task exactly as the API returned it
+        assert json.loads(row["task"]) == task

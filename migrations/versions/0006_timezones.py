@@ -4,8 +4,8 @@ Revision ID: 0006_timezones
 Revises: 0005_chat_bounds
 Create Date: 2026-12-03 18:20:00
 
-Expand only: a new table, and three columns with defaults the running release never needs to
-write. Existing rows: a due date at exactly 00:00:00Z was sent as a bare date (or as
+Expand only: a new table, three columns with defaults the running release never needs to write,
+and a function. Existing rows: a due date at exactly 00:00:00Z was sent as a bare date (or as
 that midnight, which the API could not tell apart): it becomes an all-day due date of that date.
 Its instant does not change (UTC is every existing user's zone), so the running release reads
 it as before.
@@ -22,7 +22,30 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# A timestamptz as the API writes it for a user in `zone` (pydantic's form): ISO 8601 local time
+# with the offset at that instant (`Z` when it is zero; minutes, as pydantic writes them),
+# microseconds only when there are any. Task event snapshots are built with it. The offset is
+# PostgreSQL's reading of the zone; the accepted zones are ones it knows.
+API_TIMESTAMP_IN_ZONE = """
+CREATE FUNCTION api_timestamp(moment timestamptz, zone text) RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+  SELECT CASE WHEN offset_seconds = 0 THEN api_timestamp(moment) ELSE
+      to_char(moment AT TIME ZONE zone, 'YYYY-MM-DD"T"HH24:MI:SS')
+      || CASE WHEN mod(extract(microseconds FROM moment), 1000000) = 0 THEN ''
+              ELSE to_char(moment AT TIME ZONE zone, '.US') END
+      || CASE WHEN offset_seconds < 0 THEN '-' ELSE '+' END
+      || to_char(abs(offset_seconds) / 3600, 'FM00') || ':'
+      || to_char(abs(offset_seconds) % 3600 / 60, 'FM00')
+    END
+  FROM (SELECT extract(epoch FROM (moment AT TIME ZONE zone) - (moment AT TIME ZONE 'UTC'))::int
+               AS offset_seconds) AS offsets
+$$
+"""
+
+
 def upgrade() -> None:
+    op.execute(API_TIMESTAMP_IN_ZONE)
     op.create_table(
         "user_settings",
         sa.Column("user_id", sa.Text(), nullable=False),
@@ -52,6 +75,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION api_timestamp(timestamptz, text)")
     op.drop_constraint("ck_tasks_all_day", "tasks", type_="check")
     op.drop_column("tasks", "series_time")
     op.drop_column("tasks", "due_on")

@@ -220,13 +220,15 @@ def resolve_dates(values: dict[str, Any], zone: str, *, partial: bool) -> dict[s
 
 def task_json(columns: Any) -> ColumnElement[Any]:
     """The task in `columns` (a table's or CTE's) as a jsonb object equal to the API's JSON.
-    `api_timestamp` (migration 0004) writes a timestamptz as pydantic does: UTC, `Z`,
-    microseconds only when there are any."""
+    `api_timestamp` (migrations 0004 and 0006) writes a timestamptz as pydantic does: at the
+    owner's offset (`Z` when zero, so always for UTC users), microseconds only when there are
+    any."""
+    zone = func.coalesce(stored_zone(columns["user_id"]), DEFAULT_ZONE)
     pairs: list[ColumnElement[Any]] = []
     for name in TaskPublic.model_fields:
         value = columns[name]
         if isinstance(tasks.c[name].type, DateTime):
-            value = func.api_timestamp(value)
+            value = func.api_timestamp(value, zone)
         pairs += [literal_column(f"'{name}'"), value]
     return func.jsonb_build_object(*pairs)
 
@@ -249,7 +251,7 @@ def _task_json_of(source: str) -> ColumnElement[Any]:
     an expression on every change it would cost more Python time than the statement's SQL.
     (Keep it short, too: pg8000 rewrites the parameter style of every statement character by
     character, in Python.)"""
-    named = table(source, *(column(name) for name in TaskPublic.model_fields))
+    named = table(source, *(column(name) for name in (*TaskPublic.model_fields, "user_id")))
     compiled = task_json(named.c).compile(
         dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
     )
