@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+# zoneinfo reads the pinned tzdata package only, as in Lambda (template.yaml).
+export PYTHONTZPATH=""
 exec .venv/bin/python -m scripts.dev_server "$@"

@@ -67,7 +67,7 @@ DATA_PRUNED: dict[str, str] = {
     "only by Powertools' own API resolver's enable_swagger() (FastAPI serves our /docs)",
     "aws_lambda_powertools/event_handler/openapi/swagger_ui/swagger-ui.min.css": "the same",
     "dateutil/zoneinfo/dateutil-zoneinfo.tar.gz": "read only by dateutil.tz.gettz() for a zone "
-    "the system lacks; we never call it (recurrence works in UTC)",
+    "the system lacks; we never call it (zones come from zoneinfo and the tzdata package)",
 }
 # Modules that read their own source at run time keep it (paths inside the artefact).
 KEEP_SOURCE: dict[str, str] = {

@@ -587,3 +587,16 @@ def test_event_snapshots_carry_the_user_s_offset_as_the_api_does(tasks_api, user
         )
         # Then the event's snapshot is the task exactly as the API returned it
         assert json.loads(row["task"]) == task
+
+
+def test_a_zone_postgresql_does_not_know_is_refused_by_the_statement_itself(database, user):
+    # Given a name that got past the name check (as a zone newer than PostgreSQL's data would)
+    from todo_backend.core.errors import InvalidInputError
+    from todo_backend.users.service import get_settings, put_settings
+
+    # When it is stored
+    # Then the statement refuses it: a 422, nothing stored
+    with pytest.raises(InvalidInputError) as refused:
+        put_settings(database, user.id, "Mars/Olympus")
+    assert refused.value.status_code == 422
+    assert get_settings(database, user.id).timezone == "UTC"

@@ -13,7 +13,7 @@ from sqlalchemy import Select, func, not_, select, true, update
 
 from todo_backend.core.db import Database
 from todo_backend.tasks.models import ReminderList, TaskPublic
-from todo_backend.tasks.service import PUBLIC_COLUMNS, change_statement, public_task, tasks
+from todo_backend.tasks.service import PUBLIC_COLUMNS, change_statement, in_user_zone, tasks
 from todo_backend.users.tables import remember, stored_zone
 
 # GET /api/reminders returns at most this many (soonest first); `total` counts them all.
@@ -46,10 +46,11 @@ def due_reminders(db: Database, user_id: str) -> ReminderList:
     )
     rows = db.fetch_all(statement, idempotent=True)
     zone = remember(user_id, rows[0]["user_zone"])
-    return ReminderList(
-        items=[public_task(row, zone) for row in rows if row["id"] is not None],
-        total=rows[0]["total"],
+    listed = ReminderList.model_validate(
+        {"items": [row for row in rows if row["id"] is not None], "total": rows[0]["total"]}
     )
+    listed.items = [in_user_zone(task, zone) for task in listed.items]
+    return listed
 
 
 def claim_statement(limit: int = CLAIM_BATCH) -> Select:

@@ -577,9 +577,12 @@ def list_tasks(
     the user's local day at `now`, by default this container's clock)."""
     prepared = _list_statement(_shape(query), db.engine.dialect)
     zone = remembered_zone(user_id)[0]
+    dependent = _zone_dependent(query)
     for _ in range(2):
         info = zone_info(zone)
-        values = {**query.__dict__, "user_id": user_id, **_bounds(zone, now)}
+        values = {**query.__dict__, "user_id": user_id}
+        if dependent:  # only then does the statement take the local day's bounds
+            values.update(_bounds(zone, now))
         for name in ("due_before", "due_after"):
             if values[name] is not None:
                 try:
@@ -590,15 +593,21 @@ def list_tasks(
                     ) from None
         rows = db.fetch_all_sql(prepared.sql, prepared.bind(values), idempotent=True)
         found = remember(user_id, rows[0]["user_zone"])
-        if found == zone or not _zone_dependent(query):
+        if found == zone or not dependent:
             break
         zone = found  # changed elsewhere: list again in the stored zone
-    return TaskPage(
-        items=[public_task(row, found) for row in rows if row["id"] is not None],
-        total=rows[0]["total"],
-        limit=query.limit,
-        offset=query.offset,
+    # One validation for the page (pydantic's loop, not Python's); then the user's offsets.
+    page = TaskPage.model_validate(
+        {
+            "items": [row for row in rows if row["id"] is not None],
+            "total": rows[0]["total"],
+            "limit": query.limit,
+            "offset": query.offset,
+        }
     )
+    if found != DEFAULT_ZONE:
+        page.items = [in_user_zone(task, found) for task in page.items]
+    return page
 
 
 class IdempotencyKeyReusedError(InvalidInputError):

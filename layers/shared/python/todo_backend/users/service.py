@@ -1,7 +1,10 @@
 """User settings: GET/PUT of the time zone, and the zone a request acts in."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfoNotFoundError
 
 from sqlalchemy import (
     Date,
@@ -16,9 +19,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.exc import DBAPIError
 
 from todo_backend.core.db import Database
-from todo_backend.core.errors import DomainError
+from todo_backend.core.errors import DomainError, InvalidInputError
 from todo_backend.tasks.models import tasks
 from todo_backend.users.models import UserSettings
 from todo_backend.users.tables import (
@@ -31,6 +35,8 @@ from todo_backend.users.tables import (
 from todo_backend.users.zones import day_start, is_known_zone, zone_info
 
 PUT_ATTEMPTS = 5
+# PostgreSQL's "time zone ... not recognized" (invalid_parameter_value).
+UNKNOWN_ZONE_SQLSTATE = "22023"
 
 
 class SettingsConflictError(DomainError):
@@ -43,9 +49,19 @@ def request_zone(db: Database, user_id: str, header: str | None = None) -> str:
     once per container and user, after which it is ignored). An unknown header is ignored."""
     zone, stored = remembered_zone(user_id)
     if header is not None and not stored and is_known_zone(header):
-        row = db.fetch_one(header_zone_statement(user_id, header))
+        try:
+            row = db.fetch_one(header_zone_statement(user_id, header))
+        except DBAPIError as error:
+            if _sqlstate(error) != UNKNOWN_ZONE_SQLSTATE:
+                raise
+            return zone  # a zone PostgreSQL does not know: ignored, like any unknown name
         zone = remember(user_id, row["timezone"] if row is not None else None)
     return zone
+
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    fields = error.orig.args[0] if error.orig is not None and error.orig.args else None
+    return fields.get("C") if isinstance(fields, dict) else None
 
 
 def get_settings(db: Database, user_id: str, header: str | None = None) -> UserSettings:
@@ -61,21 +77,38 @@ def put_settings(db: Database, user_id: str, timezone: str) -> UserSettings:
     all-day dates and every other instant stay, and no task event is written (nothing a user
     sees of a task changes but its offsets). The starts are zoneinfo's (PostgreSQL's zone data
     may be another release's), so the user's all-day dates are read first; the change is one
-    statement, which does nothing if a date appeared meanwhile (then it starts over)."""
-    info = zone_info(timezone)
+    statement, which does nothing if a date appeared meanwhile (then it starts over). A zone
+    PostgreSQL does not know is refused by the first statement (`timezone()` fails on it)."""
     for _ in range(PUT_ATTEMPTS):
-        dates = db.fetch_one(
-            select(func.array_agg(distinct(tasks.c.due_on)).label("days")).where(
-                tasks.c.user_id == user_id, tasks.c.all_day
-            ),
-            idempotent=True,
-        )
-        days: list[date] = list(dates["days"] or []) if dates is not None else []
-        starts = [day_start(day, info) for day in days]
-        row = db.fetch_one(_zone_change(user_id, timezone, days, starts))
+        with _unknown_zone_as_422():
+            dates = db.fetch_one(
+                select(
+                    func.array_agg(distinct(tasks.c.due_on)).label("days"),
+                    func.timezone(timezone, func.now()).label("known"),
+                ).where(tasks.c.user_id == user_id, tasks.c.all_day),
+                idempotent=True,
+            )
+            info = zone_info(timezone)
+            days: list[date] = list(dates["days"] or []) if dates is not None else []
+            starts = [day_start(day, info) for day in days]
+            row = db.fetch_one(_zone_change(user_id, timezone, days, starts))
         if row is not None and row["timezone"] is not None:
             return UserSettings(timezone=remember(user_id, row["timezone"]))
     raise SettingsConflictError("Your tasks kept changing; try again")
+
+
+@contextmanager
+def _unknown_zone_as_422() -> Iterator[None]:
+    try:
+        yield
+    except (DBAPIError, ZoneInfoNotFoundError) as error:
+        if isinstance(error, DBAPIError) and _sqlstate(error) != UNKNOWN_ZONE_SQLSTATE:
+            raise
+        raise InvalidInputError(
+            "unknown time zone: use an IANA name such as Europe/Berlin",
+            loc=("body", "timezone"),
+            error_type="value_error",
+        ) from None
 
 
 def _zone_change(user_id: str, timezone: str, days: list[date], starts: list[datetime]) -> Any:
@@ -84,7 +117,11 @@ def _zone_change(user_id: str, timezone: str, days: list[date], starts: list[dat
         tasks.c.all_day,
         tasks.c.due_on.not_in(days) if days else true(),
     )
-    source = select(literal(user_id).label("user_id"), literal(timezone).label("timezone"))
+    # `timezone()` fails for a name PostgreSQL does not know (its zone data may be an older
+    # release than tzdata's): such a zone is refused, never stored.
+    source = select(literal(user_id).label("user_id"), literal(timezone).label("timezone")).where(
+        func.timezone(timezone, func.now()).is_not(None)
+    )
     stored = (
         insert(user_settings)
         .from_select(["user_id", "timezone"], source.where(complete))

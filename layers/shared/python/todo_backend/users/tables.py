@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    literal,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert
@@ -68,9 +69,13 @@ def stored_zone(user_id: Any) -> ColumnElement[Any]:
 
 def header_zone_statement(user_id: str, header: str) -> Any:
     """Store `header` as the user's zone unless one is stored; selects the stored zone."""
+    # `timezone()` fails for a name PostgreSQL does not know: such a header is never stored.
+    known = select(literal(user_id), literal(header)).where(
+        func.timezone(header, func.now()).is_not(None)
+    )
     inserted = (
         insert(user_settings)
-        .values(user_id=user_id, timezone=header)
+        .from_select(["user_id", "timezone"], known)
         .on_conflict_do_nothing(index_elements=["user_id"])
         .returning(user_settings.c.timezone)
         .cte("zone_set")
