@@ -15,9 +15,10 @@ from typing import Annotated
 from fastapi import Header, Query, status
 from mangum import Mangum
 
-from todo_backend.chat import conversations, turns
+from todo_backend.chat import actions, conversations, turns
 from todo_backend.chat.assistant import run_turn
 from todo_backend.chat.models import (
+    ActionOutcome,
     ChatRequest,
     ChatResponse,
     ChatUsagePublic,
@@ -65,6 +66,28 @@ def chat(
     idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
 ) -> ChatResponse:
     return run_turn(db, user, body, idempotency_key)
+
+
+ACTION_ERRORS = {
+    **errors(403, 404),
+    409: {
+        "model": ErrorBody,
+        "description": "The action expired (15 minutes), or was settled the other way",
+    },
+}
+
+
+@router.post("/api/{user_id}/chat/actions/{action_id}/confirm", responses=ACTION_ERRORS)
+async def confirm_action(user: PathUser, db: DatabaseDep, action_id: uuid.UUID) -> ActionOutcome:
+    """Run an action the assistant asked for (e.g. a delete), exactly once: a repeat returns the
+    same body."""
+    return ActionOutcome.model_validate(actions.confirm(db, user, action_id))
+
+
+@router.post("/api/{user_id}/chat/actions/{action_id}/cancel", responses=ACTION_ERRORS)
+async def cancel_action(user: PathUser, db: DatabaseDep, action_id: uuid.UUID) -> ActionOutcome:
+    """Cancel an action the assistant asked for; nothing is changed."""
+    return ActionOutcome.model_validate(actions.cancel(db, user, action_id))
 
 
 @router.get("/api/{user_id}/chat/usage", responses=errors(403))

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from todo_backend.chat.conversations import (
+    ACTION_SEQ_BASE,
     UNFINISHED_TURN_NOTE,
     compact,
     conversation_items_sql,
@@ -172,7 +173,7 @@ CLAIM = compact(
                    'seq', seq, 'step', step, 'id', call_id, 'name', name,
                    'arguments', arguments, 'plan', tool_plan, 'kind', kind, 'task', task,
                    'result', result) ORDER BY seq) AS items
-        FROM chat_tool_calls WHERE turn_id = claimed.id
+        FROM chat_tool_calls WHERE turn_id = claimed.id AND seq < {ACTION_SEQ_BASE}
     ) AS records ON true
     """
 )

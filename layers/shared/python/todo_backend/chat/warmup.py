@@ -63,7 +63,9 @@ def prepare_cohere() -> None:
             {"role": "user", "content": "What is pending?"},
         ]
         tools = cohere_tool_definitions()
-        first = rehearsal.chat(model=settings.cohere_model, messages=messages, tools=tools)
+        first = rehearsal.chat(
+            model=settings.cohere_model, messages=messages, tools=tools, strict_tools=True
+        )
         calls = first.message.tool_calls or []
         messages.append(
             {"role": "assistant", "tool_plan": first.message.tool_plan, "tool_calls": calls}
@@ -76,7 +78,9 @@ def prepare_cohere() -> None:
                     "content": [{"type": "document", "document": {"data": "[]"}}],
                 }
             )
-        rehearsal.chat(model=settings.cohere_model, messages=messages, tools=tools)
+        rehearsal.chat(
+            model=settings.cohere_model, messages=messages, tools=tools, strict_tools=True
+        )
 
 
 def release_cohere() -> None:
