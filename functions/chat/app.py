@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import Header, Query, status
 from mangum import Mangum
 
-from todo_backend.chat import actions, conversations, turns
+from todo_backend.chat import actions, conversations, turns, undo
 from todo_backend.chat.assistant import run_turn
 from todo_backend.chat.models import (
     ActionOutcome,
@@ -24,6 +24,7 @@ from todo_backend.chat.models import (
     ChatUsagePublic,
     ConversationPage,
     MessagePage,
+    UndoResponse,
 )
 from todo_backend.chat.warmup import prepare_cohere, release_cohere, warm_chat_routes
 from todo_backend.core.api import (
@@ -88,6 +89,22 @@ async def confirm_action(user: PathUser, db: DatabaseDep, action_id: uuid.UUID) 
 async def cancel_action(user: PathUser, db: DatabaseDep, action_id: uuid.UUID) -> ActionOutcome:
     """Cancel an action the assistant asked for; nothing is changed."""
     return ActionOutcome.model_validate(actions.cancel(db, user, action_id))
+
+
+UNDO_ERRORS = {
+    **errors(403, 404),
+    409: {
+        "model": ErrorBody,
+        "description": "Tasks the turn changed have changed since (named); nothing was undone",
+    },
+    410: {"model": ErrorBody, "description": "The turn is more than 24 hours old"},
+}
+
+
+@router.post("/api/{user_id}/chat/turns/{turn_id}/undo", responses=UNDO_ERRORS)
+async def undo_turn(user: PathUser, db: DatabaseDep, turn_id: uuid.UUID) -> UndoResponse:
+    """Revert every task change of a turn (and of its confirmed actions), exactly once."""
+    return UndoResponse.model_validate(undo.undo(db, user, turn_id))
 
 
 @router.get("/api/{user_id}/chat/usage", responses=errors(403))

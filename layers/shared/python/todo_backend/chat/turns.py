@@ -22,7 +22,17 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import CTE, Executable, column, func, insert, literal, select, table
+from sqlalchemy import (
+    CTE,
+    Executable,
+    column,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    table,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.engine import Connection, RowMapping
@@ -50,7 +60,10 @@ TURN_KEYS = ("chat_turns_pkey", "uq_chat_turns_user_key")
 
 # The columns a tool call's record is written with (the table: chat/tables.py ChatToolCall).
 RECORD_COLUMNS = ("turn_id", "seq", "step", "call_id", "name", "arguments", "tool_plan", "kind")
-calls_table = table("chat_tool_calls", *map(column, (*RECORD_COLUMNS, "task")))
+calls_table = table("chat_tool_calls", *map(column, (*RECORD_COLUMNS, "task", "before")))
+# The changed task as it was before the statement (its snapshot; none for a create): what an undo
+# puts back (chat/undo.py).
+TASK_BEFORE = literal_column("(SELECT to_jsonb(t) FROM tasks AS t WHERE t.id = changed.id)")
 
 
 def fingerprint(message: str, conversation_id: uuid.UUID | None) -> str:
@@ -351,11 +364,12 @@ def record_hook(
                 literal(storable(call["plan"])),
                 literal(kind),
                 func.to_jsonb(changed.table_valued()),
+                TASK_BEFORE,
             )
             .select_from(changed)
             .limit(1)
         )
-        return insert(calls_table).from_select([*RECORD_COLUMNS, "task"], row)
+        return insert(calls_table).from_select([*RECORD_COLUMNS, "task", "before"], row)
 
     return hook
 
