@@ -23,6 +23,8 @@ from todo_backend.chat.models import (
     ChatResponse,
     ChatUsagePublic,
     ConversationPage,
+    ConversationPublic,
+    ConversationRename,
     MessagePage,
     UndoResponse,
 )
@@ -131,6 +133,13 @@ async def list_messages(
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> MessagePage:
     return conversations.list_messages(db, user, conversation_id, limit, offset)
+
+
+@router.patch("/api/{user_id}/conversations/{conversation_id}", responses=errors(403, 404))
+async def rename_conversation(
+    user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID, body: ConversationRename
+) -> ConversationPublic:
+    return conversations.rename_conversation(db, user, conversation_id, body.title)
 
 
 @router.delete(

@@ -177,6 +177,12 @@ LIST_MESSAGES = compact(
     """
 )
 
+RENAME_CONVERSATION = text(
+    "UPDATE conversations SET title = :title, updated_at = now() "
+    "WHERE id = :conversation_id AND user_id = :user_id "
+    "RETURNING id, title, created_at, updated_at"
+)
+
 DELETE_CONVERSATION = text(
     "DELETE FROM conversations WHERE id = :conversation_id AND user_id = :user_id RETURNING id"
 )
@@ -235,3 +241,18 @@ def delete_conversation(db: Database, user_id: str, conversation_id: uuid.UUID) 
         is None
     ):
         raise ConversationNotFoundError()
+
+
+def rename_conversation(
+    db: Database, user_id: str, conversation_id: uuid.UUID, title: str
+) -> ConversationPublic:
+    row = db.fetch_one(
+        RENAME_CONVERSATION.bindparams(
+            conversation_id=conversation_id, user_id=user_id, title=title
+        ),
+        # Setting the same title twice is the same as once.
+        idempotent=True,
+    )
+    if row is None:
+        raise ConversationNotFoundError()
+    return ConversationPublic.model_validate(dict(row))
