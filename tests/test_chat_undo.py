@@ -4,6 +4,7 @@ Through the chat handler with the fake Cohere server; the database is read direc
 """
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from tests.support.chat import (
     chat_ok,
     clear_cohere_client,
     fake_cohere_fixture,  # noqa: F401
+    in_thread,
     task_row,
 )
 from tests.support.lambda_events import LambdaClient
@@ -329,3 +331,86 @@ def test_an_undo_whose_reply_was_lost_is_done_once(proxied_chat, fake_cohere, di
     # And a repeat answers the same
     again = api.post(undo_url(user, body["turn_id"]), headers=user.headers)
     assert again.json() == response.json()
+
+
+def test_undo_cancels_the_turns_actions_still_waiting_for_confirmation(
+    chat_api, fake_cohere, user, task_factory, database
+):
+    # Given a turn that added a task and asked to delete another (not confirmed)
+    keep = task_factory(user, "Keep me")
+    body = turn(
+        chat_api,
+        fake_cohere,
+        user,
+        ("add_task", {"title": "Added"}),
+        ("delete_task", {"task_id": keep.id}),
+    )
+    action_id = body["pending_actions"][0]["id"]
+
+    # When the user undoes the turn
+    response = chat_api.post(undo_url(user, body["turn_id"]), headers=user.headers)
+    assert response.status_code == 200, response.text
+
+    # Then the pending delete can no longer be confirmed, and the task stays
+    confirmed = chat_api.post(
+        f"/api/{user.id}/chat/actions/{action_id}/confirm", headers=user.headers
+    )
+    assert confirmed.status_code == 409, confirmed.text
+    assert task_row(database, keep.id) is not None
+    assert response.json()["undone"] == [
+        {"task_id": body["tool_calls"][0]["result"]["task_id"], "action": "deleted"}
+    ]
+
+
+def test_a_change_committed_while_the_undo_waits_makes_it_a_409(
+    fake_cohere, task_factory, database, direct_db
+):
+    # Given a turn that renamed two tasks
+    from functions.chat.app import handler
+
+    api = LambdaClient(handler)
+    user = ChatUser()
+    first = task_factory(user, "First")
+    second = task_factory(user, "Second")
+    body = turn(
+        api,
+        fake_cohere,
+        user,
+        ("update_task", {"task_id": first.id, "title": "First, renamed"}),
+        ("update_task", {"task_id": second.id, "title": "Second, renamed"}),
+    )
+    # ... and another transaction changing the second, not committed yet
+    from todo_backend.core.db import create_database_engine
+
+    engine = create_database_engine(os.environ["DATABASE_URL"], autocommit=False)
+    changer = engine.connect()
+    change = changer.begin()
+    changer.execute(
+        text("UPDATE tasks SET title = 'Elsewhere', updated_at = now() WHERE id = :id").bindparams(
+            id=second.id
+        )
+    )
+
+    # When the user undoes the turn, and the change commits while the undo waits for it
+    thread, outcome = in_thread(
+        lambda: api.post(undo_url(user, body["turn_id"]), headers=user.headers)
+    )
+    waiting = text(
+        "SELECT count(*) AS n FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 5
+    while direct_db.fetch_one(waiting)["n"] < 1:
+        assert time.monotonic() < deadline, "the undo never waited for the change"
+        time.sleep(0.01)
+    change.commit()
+    changer.close()
+    engine.dispose()
+    thread.join()
+
+    # Then the undo saw the change: 409 naming it, and nothing reverted
+    response = outcome["value"]
+    assert response.status_code == 409, response.text
+    assert str(second.id) in response.json()["detail"]
+    assert task_row(database, first.id)["title"] == "First, renamed"
+    assert task_row(database, second.id)["title"] == "Elsewhere"

@@ -5,7 +5,8 @@ Each change's record (chat_tool_calls) holds the task after the change (`task`) 
 state before the turn's first change: a created task is deleted, a deleted one restored with its
 id (not its old Idempotency-Key, whose unique key a new task may hold by now), an updated or
 completed one set back. A recurring task's completion also created the next occurrence: that is
-deleted too.
+deleted too. The turn's actions still waiting for a confirmation are cancelled (an action
+confirmed while the undo ran, whose change its snapshot cannot see, makes it a 409: try again).
 
 One statement decides and reverts: it locks the tasks concerned (`FOR UPDATE` returns their
 latest committed versions, waiting for any change in flight), and reverts nothing if any of them
@@ -18,7 +19,7 @@ running the statement again after a lost reply is safe. Events go to the outbox 
 import uuid
 from typing import Any
 
-from todo_backend.chat.conversations import compact
+from todo_backend.chat.conversations import ACTION_SEQ_BASE, compact
 from todo_backend.core.db import Database
 from todo_backend.core.errors import DomainError, NotFoundError
 from todo_backend.tasks.models import tasks
@@ -71,6 +72,11 @@ UNDO = compact(
         WHERE c.task->>'next_task_id' IS NOT NULL
           AND (c.before IS NULL OR c.before->>'next_task_id' IS NULL)
           AND CAST(c.task->>'next_task_id' AS bigint) NOT IN (SELECT task_id FROM per_task)
+    ), actions AS (
+        SELECT a.id, a.status, EXISTS (
+                   SELECT 1 FROM changes WHERE changes.seq = :seq_base + a.seq) AS seen
+        FROM chat_pending_actions AS a JOIN turn ON a.turn_id = turn.id
+        FOR UPDATE OF a
     ), locked AS (
         SELECT id, created_at, updated_at FROM tasks
         WHERE user_id = :user_id
@@ -88,7 +94,12 @@ UNDO = compact(
     ), decision AS (
         SELECT EXISTS (SELECT 1 FROM turn WHERE open AND status <> 'running')
                AND NOT EXISTS (SELECT 1 FROM previous)
-               AND NOT EXISTS (SELECT 1 FROM conflicts) AS go
+               AND NOT EXISTS (SELECT 1 FROM conflicts)
+               AND NOT EXISTS (SELECT 1 FROM actions WHERE status = 'done' AND NOT seen) AS go
+    ), withdrawn AS (
+        UPDATE chat_pending_actions AS a SET status = 'cancelled', settled_at = now()
+        FROM actions, decision
+        WHERE decision.go AND a.id = actions.id AND actions.status = 'pending'
     ), todo AS (
         SELECT task_id, action, target FROM plan WHERE action IS NOT NULL
         UNION ALL
@@ -169,7 +180,9 @@ class UndoConflictError(DomainError):
 def undo(db: Database, user_id: str, turn_id: uuid.UUID) -> dict[str, Any]:
     """Revert the turn's task changes once; a repeat returns the same body."""
     row = db.fetch_one(
-        UNDO.bindparams(turn_id=turn_id, user_id=user_id, window_hours=WINDOW_HOURS),
+        UNDO.bindparams(
+            turn_id=turn_id, user_id=user_id, window_hours=WINDOW_HOURS, seq_base=ACTION_SEQ_BASE
+        ),
         # Guarded by its record and by the changed-since check: running it again changes nothing.
         idempotent=True,
     )
@@ -193,5 +206,6 @@ def undo(db: Database, user_id: str, turn_id: uuid.UUID) -> dict[str, Any]:
     raise UndoConflictError(
         f"Nothing was undone: these tasks changed since the turn: {changed}"
         if changed
-        else "Nothing was undone: try again"
+        # An action of the turn confirmed while this statement ran: its change was not in view.
+        else "Nothing was undone: the turn changed while it was being undone; try again"
     )
