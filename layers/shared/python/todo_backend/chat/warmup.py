@@ -111,4 +111,8 @@ def warm_chat_routes(client: WarmUpClient) -> None:
     missing = uuid.uuid4()
     client.request("GET", f"{base}/conversations/{missing}/messages")  # 404
     client.request("DELETE", f"{base}/conversations/{missing}")  # 404
+    client.request("PATCH", f"{base}/conversations/{missing}", body={"title": "Renamed"})  # 404
+    client.request("POST", f"{base}/chat/actions/{missing}/confirm")  # 404
+    client.request("POST", f"{base}/chat/actions/{missing}/cancel")  # 404
+    client.request("POST", f"{base}/chat/turns/{missing}/undo")  # 404
     client.request("POST", f"{base}/chat", body={"message": ""})  # 422
