@@ -1,9 +1,9 @@
 """The README stays a newcomer's page (issue 21 item 2) and no documentation link is dead.
 
-README.md is at most 250 lines and names the two commands a newcomer needs (`make dev`, `make test`);
-everything else lives in docs/. Every relative link in README.md and docs/*.md must name a file that
-exists and, when it points into a Markdown file, a heading that file has (anchors as GitHub makes
-them from headings).
+README.md is at most 250 lines and names the two commands a newcomer needs (`make dev` and
+`make test`); everything else lives in docs/. Every relative link in README.md and docs/*.md must
+name a file that exists and, when it points into a Markdown file, a heading that file has (anchors
+as GitHub makes them from headings).
 """
 
 import re
@@ -51,7 +51,7 @@ def github_slug(heading: str) -> str:
 
 
 def anchors(path: Path) -> set[str]:
-    """Every heading anchor of a Markdown file, repeated headings numbered as GitHub numbers them."""
+    """Every heading anchor of a Markdown file; repeated headings numbered as GitHub does."""
     seen: dict[str, int] = {}
     result = set()
     for _, line in prose_lines(path.read_text(encoding="utf-8")):
