@@ -87,7 +87,11 @@ async def confirm_action(user: PathUser, db: DatabaseDep, action_id: uuid.UUID) 
     return ActionOutcome.model_validate(actions.confirm(db, user, action_id))
 
 
-@router.post("/api/{user_id}/chat/actions/{action_id}/cancel", responses=ACTION_ERRORS)
+@router.post(
+    "/api/{user_id}/chat/actions/{action_id}/cancel",
+    responses=ACTION_ERRORS,
+    response_model_exclude_none=True,
+)
 async def cancel_action(user: PathUser, db: DatabaseDep, action_id: uuid.UUID) -> ActionOutcome:
     """Cancel an action the assistant asked for; nothing is changed."""
     return ActionOutcome.model_validate(actions.cancel(db, user, action_id))

@@ -79,7 +79,7 @@ class ActionStatus(StrEnum):
 class ActionOutcome(BaseModel):
     id: uuid.UUID
     status: ActionStatus
-    # The tool's result (done only): what the model would have been told.
+    # The tool's result (done only; a cancel's body has none).
     result: dict[str, Any] | None = None
 
 
