@@ -370,11 +370,10 @@ class Turn:
         parsed = validated_arguments(entry["name"], arguments)
         if isinstance(parsed, dict):
             return parsed
+        task_id = parsed.model_dump()["task_id"]
         for attempt in (1, 2):
             try:
-                result = actions.propose(
-                    self.db, self.user_id, self.turn_id, entry, parsed.model_dump()["task_id"]
-                )
+                result = actions.propose(self.db, self.user_id, self.turn_id, entry, task_id)
             except (IntegrityError, DatabaseUnavailableError) as failure:
                 # A first attempt whose reply was lost may have committed (the retry then fails
                 # on the record's key): the record says.
@@ -388,7 +387,7 @@ class Turn:
                 continue
             if result is None:
                 return {
-                    "error": f"Task {parsed.model_dump()['task_id']} not found: it does not exist; "
+                    "error": f"Task {task_id} not found: it does not exist; "
                     "call list_tasks to find ids"
                 }
             entry["recorded"] = True

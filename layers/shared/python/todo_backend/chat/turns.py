@@ -62,7 +62,8 @@ TURN_KEYS = ("chat_turns_pkey", "uq_chat_turns_user_key")
 RECORD_COLUMNS = ("turn_id", "seq", "step", "call_id", "name", "arguments", "tool_plan", "kind")
 calls_table = table("chat_tool_calls", *map(column, (*RECORD_COLUMNS, "task", "before")))
 # The changed task as it was before the statement (its snapshot; none for a create): what an undo
-# puts back (chat/undo.py).
+# puts back (chat/undo.py). (A change committed by another transaction between this statement's
+# snapshot and its row lock is in `task` but not in `before`: an undo would revert it too.)
 TASK_BEFORE = literal_column("(SELECT to_jsonb(t) FROM tasks AS t WHERE t.id = changed.id)")
 
 
