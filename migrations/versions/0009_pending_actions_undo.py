@@ -4,7 +4,7 @@ Expand only: two new tables, a nullable column and a wider varchar. The release 
 keeps working against it (it never writes `before`, and its titles are at most 80 characters).
 
 Revision ID: 0009_pending_actions_undo
-Revises: 0005_chat_bounds
+Revises: 0010_search_indexes
 Create Date: 2026-12-03 18:00:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0009_pending_actions_undo"
-down_revision: str | None = "0005_chat_bounds"
+down_revision: str | None = "0010_search_indexes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
