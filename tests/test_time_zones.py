@@ -600,3 +600,17 @@ def test_a_zone_postgresql_does_not_know_is_refused_by_the_statement_itself(data
         put_settings(database, user.id, "Mars/Olympus")
     assert refused.value.status_code == 422
     assert get_settings(database, user.id).timezone == "UTC"
+
+
+def test_a_time_zone_header_costs_one_statement_once_per_container_and_user(
+    tasks_api, user, database
+):
+    # Given a new user whose front end sends its zone on every request
+    headers = {**user.headers, "Time-Zone": "Asia/Kolkata"}
+    # When it makes two requests
+    with counted_statements(database) as first:
+        tasks_api.get("/api/tasks", headers=headers)
+    with counted_statements(database) as second:
+        tasks_api.get("/api/tasks", headers=headers)
+    # Then the first stored the zone with one statement of its own, the second needed none
+    assert (len(first), len(second)) == (2, 1)
