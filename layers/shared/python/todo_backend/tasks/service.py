@@ -218,12 +218,11 @@ def resolve_dates(values: dict[str, Any], zone: str, *, partial: bool) -> dict[s
 # --- task events (the outbox) ---------------------------------------------------------------------
 
 
-def task_json(columns: Any) -> ColumnElement[Any]:
-    """The task in `columns` (a table's or CTE's) as a jsonb object equal to the API's JSON.
-    `api_timestamp` (migrations 0004 and 0006) writes a timestamptz as pydantic does: at the
-    owner's offset (`Z` when zero, so always for UTC users), microseconds only when there are
-    any."""
-    zone = func.coalesce(stored_zone(columns["user_id"]), DEFAULT_ZONE)
+def task_json(columns: Any, zone: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The task in `columns` (a table's or CTE's) as a jsonb object equal to the API's JSON, for
+    an owner in `zone`. `api_timestamp` (migrations 0004 and 0006) writes a timestamptz as
+    pydantic does: at the owner's offset (`Z` when zero, so always for UTC users), microseconds
+    only when there are any."""
     pairs: list[ColumnElement[Any]] = []
     for name in TaskPublic.model_fields:
         value = columns[name]
@@ -251,11 +250,16 @@ def _task_json_of(source: str) -> ColumnElement[Any]:
     an expression on every change it would cost more Python time than the statement's SQL.
     (Keep it short, too: pg8000 rewrites the parameter style of every statement character by
     character, in Python.)"""
-    named = table(source, *(column(name) for name in (*TaskPublic.model_fields, "user_id")))
-    compiled = task_json(named.c).compile(
+    named = table(source, *(column(name) for name in TaskPublic.model_fields))
+    compiled = task_json(named.c, literal_column("owner.zone")).compile(
         dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
     )
-    return literal_column(str(compiled))
+    # The owner's zone looked up once per row (a reminders claim spans users).
+    zone = (
+        f"SELECT coalesce((SELECT timezone FROM user_settings WHERE user_id = {source}.user_id),"
+        f" '{DEFAULT_ZONE}') AS zone"
+    )
+    return literal_column(f"(SELECT {compiled} FROM ({zone}) AS owner)")
 
 
 def task_json_sql(source: str) -> str:
