@@ -20,7 +20,13 @@ def run_migrations() -> None:
     engine = create_database_engine(url, autocommit=False)
     try:
         with engine.connect() as connection:
-            context.configure(connection=connection, target_metadata=target_metadata)
+            # One transaction per migration, so that a migration's autocommit block (CREATE INDEX
+            # CONCURRENTLY) commits only that migration's work before it.
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                transaction_per_migration=True,
+            )
             with context.begin_transaction():
                 context.run_migrations()
     finally:

@@ -108,6 +108,8 @@ class ChatTurn(SQLModel, table=True):
         ),
         UniqueConstraint("user_id", "idempotency_key", name="uq_chat_turns_user_key"),
         Index("ix_chat_turns_conversation_created", "conversation_id", "created_at"),
+        # Retention (CHAT_RECORD_RETENTION_DAYS): the oldest turns first.
+        Index("ix_chat_turns_created", "created_at"),
     )
 
     id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
@@ -170,7 +172,11 @@ class ChatUsage(SQLModel, table=True):
     """Turns and billed Cohere tokens per user and UTC day."""
 
     __tablename__ = "chat_usage"
-    __table_args__ = (PrimaryKeyConstraint("user_id", "day", name="pk_chat_usage"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("user_id", "day", name="pk_chat_usage"),
+        # Retention (CHAT_RECORD_RETENTION_DAYS): the oldest days first.
+        Index("ix_chat_usage_day", "day"),
+    )
 
     user_id: str = Field(sa_column=Column(Text, nullable=False))
     day: date = Field(sa_column=Column(Date, nullable=False))

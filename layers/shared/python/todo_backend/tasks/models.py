@@ -206,6 +206,9 @@ tasks = Table(
     Column("idempotency_key", String(IDEMPOTENCY_KEY_MAX)),
     # SHA-256 (hex) of the create's validated body: a key reused with another body is refused.
     Column("idempotency_fingerprint", String(FINGERPRINT_LENGTH)),
+    # The `sequence` of the task's latest event: every statement that changes the task bumps it
+    # (a new task's creation event is 1), so its events are numbered 1, 2, 3… without a gap.
+    Column("event_sequence", BigInteger, nullable=False, server_default=text("1")),
     UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency_key"),
     CheckConstraint(
         f"char_length(btrim(title)) BETWEEN 1 AND {TITLE_MAX}", name="ck_tasks_title_length"
@@ -404,6 +407,8 @@ EVENT_DETAIL_TYPES = (
 )
 
 
+EVENT_PENDING = "relayed_at IS NULL AND failed_at IS NULL"
+
 # The outbox: one row per task change, written by the statement that makes the change and
 # relayed to EventBridge afterwards (`relayed_at`), at least once.
 task_events = Table(
@@ -422,6 +427,12 @@ task_events = Table(
     Column("claimed_until", DateTime(timezone=True)),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", String(200)),
+    # The event's number among its task's events (tasks.event_sequence when it was written).
+    Column("sequence", BigInteger),
+    # After a rejected try: not tried again before then (growing delays).
+    Column("next_attempt_at", DateTime(timezone=True)),
+    # Parked: rejected EVENT_MAX_ATTEMPTS times, never tried again.
+    Column("failed_at", DateTime(timezone=True)),
     UniqueConstraint("event_id", name="uq_task_events_event_id"),
     CheckConstraint(
         "detail_type IN ({})".format(", ".join(f"'{kind}'" for kind in EVENT_DETAIL_TYPES)),
@@ -430,4 +441,13 @@ task_events = Table(
     CheckConstraint("jsonb_typeof(task) = 'object'", name="ck_task_events_task"),
     # What the relay reads: events not yet relayed, oldest first.
     Index("ix_task_events_unrelayed", "id", postgresql_where=text("relayed_at IS NULL")),
+    # The relay's claim (pending: neither relayed nor parked, oldest first) and its head-of-line
+    # test (a task's earliest pending event), and retention (by when an event was settled).
+    Index("ix_task_events_pending", "id", postgresql_where=text(EVENT_PENDING)),
+    Index("ix_task_events_task_pending", "task_id", "id", postgresql_where=text(EVENT_PENDING)),
+    Index(
+        "ix_task_events_settled",
+        text("(COALESCE(relayed_at, failed_at))"),
+        postgresql_where=text("relayed_at IS NOT NULL OR failed_at IS NOT NULL"),
+    ),
 )

@@ -1,0 +1,130 @@
+"""The relay's rows of `make bench`: a backlog of 10,000 task events of 2,000 tasks (five each),
+loaded with `INSERT … SELECT generate_series`, relayed by scheduled runs exactly as the reminders
+function calls the relay, to an EventBridge stand-in on a loopback port (every entry accepted,
+through the real AWS SDK and HTTP): events per second, SQL statements per 100 events, and how many
+runs the backlog takes (the function runs once a minute with a 60 s timeout).
+
+    PYTHONPATH=.:layers/shared/python .venv/bin/python -m benchmarks.bench --only relay
+"""
+
+import time
+from typing import Any
+
+from sqlalchemy import event, text
+
+BACKLOG_TASKS = 2_000
+EVENTS_PER_TASK = 5
+BUS = "bench-bus"
+
+Row = tuple[str, ...]
+
+
+def load_backlog(database: Any, tasks: int, per_task: int) -> None:
+    """`tasks` tasks of one user and `per_task` unrelayed events of each, interleaved (event k of
+    every task before event k+1 of any), as a burst of edits across many tasks leaves them."""
+    with database.engine.connect() as connection:
+        connection.execute(text("UPDATE task_events SET relayed_at = now()"))
+        connection.execute(
+            text(
+                "INSERT INTO tasks (user_id, title) "
+                "SELECT 'relay-bench', 'task ' || n FROM generate_series(1, :tasks) AS n"
+            ),
+            {"tasks": tasks},
+        )
+        has_sequence = connection.execute(
+            text(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_name = 'task_events' AND column_name = 'sequence'"
+            )
+        ).scalar()
+        sequence = ", k" if has_sequence else ""
+        connection.execute(
+            text(
+                f"INSERT INTO task_events (user_id, task_id, detail_type, task{', sequence' if has_sequence else ''}) "  # noqa: E501
+                f"SELECT t.user_id, t.id, 'Task Updated', jsonb_build_object('id', t.id, "
+                f"'title', t.title, 'description', repeat('x', 200)){sequence} "
+                "FROM generate_series(1, :per_task) AS k, "
+                "(SELECT * FROM tasks WHERE user_id = 'relay-bench' ORDER BY id) AS t "
+                "ORDER BY k, t.id"
+            ),
+            {"per_task": per_task},
+        )
+        connection.execute(text("ANALYZE task_events"))
+
+
+def unrelayed(database: Any) -> int:
+    with database.engine.connect() as connection:
+        return int(
+            connection.execute(
+                text("SELECT count(*) FROM task_events WHERE relayed_at IS NULL")
+            ).scalar()
+        )
+
+
+def relay_rows() -> list[Row]:
+    import boto3
+
+    from tests.support.fake_eventbridge import fake_eventbridge
+    from todo_backend.core.db import get_database
+    from todo_backend.events.relay import relay_pending_events
+
+    database = get_database()
+    load_backlog(database, BACKLOG_TASKS, EVENTS_PER_TASK)
+    backlog = unrelayed(database)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    rows: list[Row] = []
+    with fake_eventbridge() as fake:
+        client = boto3.client(
+            "events",
+            endpoint_url=fake.base_url,
+            region_name="eu-west-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+        runs: list[tuple[int, float]] = []
+        while unrelayed(database) and len(runs) < 20:
+            event.listen(database.engine, "before_cursor_execute", count)
+            started = time.perf_counter()
+            try:
+                report = relay_pending_events(database, BUS, client)
+            finally:
+                elapsed = time.perf_counter() - started
+                event.remove(database.engine, "before_cursor_execute", count)
+            runs.append((report.published, elapsed))
+        calls = sum(1 for target, _ in fake.calls if target == "PutEvents")
+    published = sum(n for n, _ in runs)
+    seconds = sum(s for _, s in runs)
+    first_published, first_seconds = runs[0] if runs else (0, 0.0)
+    rows.append((f"relay: {backlog:,}-event backlog of {BACKLOG_TASKS:,} tasks",))
+    rows.append(
+        (
+            "  relay: events per second",
+            f"{published / seconds:,.0f}" if seconds else "-",
+            f"{published:,} events in {seconds:.2f} s",
+        )
+    )
+    rows.append(
+        (
+            "  relay: SQL statements per 100 events",
+            f"{100 * len(statements) / max(published, 1):.2f}",
+            f"{len(statements)} statements, {calls} PutEvents calls",
+        )
+    )
+    rows.append(
+        (
+            "  relay: first run clears",
+            f"{first_published:,} of {backlog:,} in {first_seconds:.2f} s",
+            f"{len(runs)} runs for the backlog",
+            "",
+            "",
+            "",
+            "",
+            "all in 1 run",
+            "yes" if first_published >= backlog else "NO",
+        )
+    )
+    return rows
