@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=1, ge=1, le=20)
     # The EventBridge bus that task events are relayed to; unset: they stay in the outbox.
     event_bus_name: str | None = Field(default=None, max_length=256)
+    # Tries of a task event in all (the first included) before it is parked, never retried.
+    event_max_attempts: int = Field(default=10, ge=1, le=100)
+    # Relayed and parked events are deleted this many days after they were relayed or parked.
+    event_retention_days: int = Field(default=7, ge=1, le=3650)
+    # Chat turn records and usage rows are deleted this many days after their (UTC) day.
+    chat_record_retention_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("event_bus_name", mode="before")
     @classmethod
