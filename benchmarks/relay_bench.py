@@ -72,9 +72,15 @@ def relay_rows() -> list[Row]:
     load_backlog(database, BACKLOG_TASKS, EVENTS_PER_TASK)
     backlog = unrelayed(database)
     statements: list[str] = []
+    sql_seconds: list[float] = []
+    started_at: list[float] = []
 
     def count(*args: Any) -> None:
         statements.append(args[2])
+        started_at.append(time.perf_counter())
+
+    def timed(*args: Any) -> None:
+        sql_seconds.append(time.perf_counter() - started_at.pop())
 
     rows: list[Row] = []
     with fake_eventbridge() as fake:
@@ -88,12 +94,14 @@ def relay_rows() -> list[Row]:
         runs: list[tuple[int, float]] = []
         while unrelayed(database) and len(runs) < 20:
             event.listen(database.engine, "before_cursor_execute", count)
+            event.listen(database.engine, "after_cursor_execute", timed)
             started = time.perf_counter()
             try:
                 report = relay_pending_events(database, BUS, client)
             finally:
                 elapsed = time.perf_counter() - started
                 event.remove(database.engine, "before_cursor_execute", count)
+                event.remove(database.engine, "after_cursor_execute", timed)
             runs.append((report.published, elapsed))
         calls = sum(1 for target, _ in fake.calls if target == "PutEvents")
     published = sum(n for n, _ in runs)
@@ -111,7 +119,7 @@ def relay_rows() -> list[Row]:
         (
             "  relay: SQL statements per 100 events",
             f"{100 * len(statements) / max(published, 1):.2f}",
-            f"{len(statements)} statements, {calls} PutEvents calls",
+            f"{len(statements)} statements ({sum(sql_seconds):.2f} s), {calls} PutEvents calls",
         )
     )
     rows.append(

@@ -32,11 +32,15 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 PENDING = "relayed_at IS NULL AND failed_at IS NULL"
+HEAD_PENDING = "COALESCE(relayed_at, failed_at) IS NULL"
 INDEXES = {
     # The relay's claim: pending events, oldest first.
     "ix_task_events_pending": f"task_events (id) WHERE {PENDING}",
-    # Head of line: a task's earliest pending event.
-    "ix_task_events_task_pending": f"task_events (task_id, id) WHERE {PENDING}",
+    # Head of line: a task's earliest pending event. Its predicate is spelled differently from
+    # ix_task_events_pending's on purpose: the relay's head-of-line subquery matches only this
+    # index, whatever the statistics say (with stale ones it was served by the other one, scanning
+    # every pending event before the task's).
+    "ix_task_events_task_pending": f"task_events (task_id, id) WHERE {HEAD_PENDING}",
     # Retention: relayed or parked events by when they were settled.
     "ix_task_events_settled": (
         "task_events ((COALESCE(relayed_at, failed_at))) "

@@ -89,9 +89,10 @@ def events_client() -> Any:
 
 PENDING = "relayed_at IS NULL AND failed_at IS NULL"
 
-# The head-of-line test is a scalar subquery (always run per candidate row, through
-# ix_task_events_task_pending): written as NOT EXISTS, it may become an anti-join over every
-# pending event.
+# The head-of-line test is a scalar subquery (always run per candidate row: written as NOT EXISTS,
+# it may become an anti-join over every pending event), and its predicate is spelled as
+# ix_task_events_task_pending's, the only index it matches: with stale statistics the planner
+# used ix_task_events_pending instead, scanning every pending event before the task's.
 CLAIM = text(
     f"""
     WITH claimable AS (
@@ -102,7 +103,7 @@ CLAIM = text(
           AND (e.next_attempt_at IS NULL
                OR e.next_attempt_at <= coalesce(CAST(:run_started AS timestamptz), now()))
           AND e.id = (SELECT min(h.id) FROM task_events AS h
-                      WHERE h.task_id = e.task_id AND h.{PENDING.replace(" AND ", " AND h.")})
+                      WHERE h.task_id = e.task_id AND COALESCE(h.relayed_at, h.failed_at) IS NULL)
         ORDER BY e.id
         LIMIT :limit
         FOR UPDATE OF e SKIP LOCKED

@@ -444,7 +444,14 @@ task_events = Table(
     # The relay's claim (pending: neither relayed nor parked, oldest first) and its head-of-line
     # test (a task's earliest pending event), and retention (by when an event was settled).
     Index("ix_task_events_pending", "id", postgresql_where=text(EVENT_PENDING)),
-    Index("ix_task_events_task_pending", "task_id", "id", postgresql_where=text(EVENT_PENDING)),
+    # (the same rows as ix_task_events_pending, a predicate spelled so that only the head-of-line
+    # subquery matches it: events/relay.py)
+    Index(
+        "ix_task_events_task_pending",
+        "task_id",
+        "id",
+        postgresql_where=text("COALESCE(relayed_at, failed_at) IS NULL"),
+    ),
     Index(
         "ix_task_events_settled",
         text("(COALESCE(relayed_at, failed_at))"),
