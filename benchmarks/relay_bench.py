@@ -7,7 +7,13 @@ runs the backlog takes (the function runs once a minute with a 60 s timeout).
     PYTHONPATH=.:layers/shared/python .venv/bin/python -m benchmarks.bench --only relay
 """
 
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
@@ -17,6 +23,7 @@ EVENTS_PER_TASK = 5
 BUS = "bench-bus"
 
 Row = tuple[str, ...]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_backlog(database: Any, tasks: int, per_task: int) -> None:
@@ -61,10 +68,41 @@ def unrelayed(database: Any) -> int:
         )
 
 
+# The stand-in runs in a process of its own, so that its CPU is not counted as the relay's.
+STAND_IN = """
+import sys
+from tests.support.fake_eventbridge import fake_eventbridge
+with fake_eventbridge() as fake:
+    print(fake.base_url, flush=True)
+    sys.stdin.read()
+    print(sum(1 for target, _ in fake.calls if target == "PutEvents"), flush=True)
+"""
+
+
+@contextmanager
+def eventbridge_stand_in() -> Iterator[tuple[str, list[int]]]:
+    """The stand-in's URL, and (once the block has ended) how many PutEvents calls it took."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", STAND_IN],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )
+    assert child.stdin is not None and child.stdout is not None
+    calls: list[int] = []
+    try:
+        yield child.stdout.readline().strip(), calls
+    finally:
+        child.stdin.close()
+        calls.append(int(child.stdout.readline() or 0))
+        child.wait(timeout=30)
+
+
 def relay_rows() -> list[Row]:
     import boto3
 
-    from tests.support.fake_eventbridge import fake_eventbridge
     from todo_backend.core.db import get_database
     from todo_backend.events.relay import relay_pending_events
 
@@ -83,27 +121,28 @@ def relay_rows() -> list[Row]:
         sql_seconds.append(time.perf_counter() - started_at.pop())
 
     rows: list[Row] = []
-    with fake_eventbridge() as fake:
+    with eventbridge_stand_in() as (base_url, calls):
         client = boto3.client(
             "events",
-            endpoint_url=fake.base_url,
+            endpoint_url=base_url,
             region_name="eu-west-1",
             aws_access_key_id="bench",
             aws_secret_access_key="bench",
         )
         runs: list[tuple[int, float]] = []
+        cpu_seconds: list[float] = []
         while unrelayed(database) and len(runs) < 20:
             event.listen(database.engine, "before_cursor_execute", count)
             event.listen(database.engine, "after_cursor_execute", timed)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             try:
                 report = relay_pending_events(database, BUS, client)
             finally:
                 elapsed = time.perf_counter() - started
+                cpu_seconds.append(time.process_time() - cpu)
                 event.remove(database.engine, "before_cursor_execute", count)
                 event.remove(database.engine, "after_cursor_execute", timed)
             runs.append((report.published, elapsed))
-        calls = sum(1 for target, _ in fake.calls if target == "PutEvents")
     published = sum(n for n, _ in runs)
     seconds = sum(s for _, s in runs)
     first_published, first_seconds = runs[0] if runs else (0, 0.0)
@@ -119,7 +158,14 @@ def relay_rows() -> list[Row]:
         (
             "  relay: SQL statements per 100 events",
             f"{100 * len(statements) / max(published, 1):.2f}",
-            f"{len(statements)} statements ({sum(sql_seconds):.2f} s), {calls} PutEvents calls",
+            f"{len(statements)} statements ({sum(sql_seconds):.2f} s), {calls[0]} PutEvents calls",
+        )
+    )
+    rows.append(
+        (
+            "  relay: CPU seconds per 1,000 events",
+            f"{1000 * sum(cpu_seconds) / max(published, 1):.2f}",
+            "this process's CPU (the stand-in runs in another)",
         )
     )
     rows.append(
