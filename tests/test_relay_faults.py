@@ -486,3 +486,16 @@ def test_one_run_tries_an_event_once_even_when_its_retry_is_due_at_once(
     assert (report.failed, len(recorder.calls)) == (1, 1)
     assert relay(database, bus, batch=1, retry_base_seconds=0).failed == 1
     assert [e["attempts"] for e in events_of(database, user.id)] == [2]
+
+
+def test_a_run_out_of_time_stops_claiming_after_its_first_claim(
+    task_factory, user, database, bus, recorder
+):
+    # Given three tasks' events, and a run whose time is already up
+    for title in ("one", "two", "three"):
+        task_factory(user, title)
+    # When it relays with claims of one event
+    report = relay(database, bus, batch=1, time_budget_seconds=0)
+    # Then it made its first claim only (every run makes progress); the next run goes on
+    assert (report.claims, report.published) == (1, 1)
+    assert relay(database, bus).published == 2

@@ -261,7 +261,7 @@ def relay_pending_events(
 ) -> RelayReport:
     """One run: publish the outbox's pending events to `bus_name`, claim after claim, until none
     is left, `max_claims` were made, or `time_budget_seconds` have passed (checked before each
-    claim). What was published, rejected and parked."""
+    claim but the first). What was published, rejected and parked."""
     client = client or events_client()
     report = RelayReport()
     deadline = None if time_budget_seconds is None else time.monotonic() + time_budget_seconds
@@ -269,7 +269,8 @@ def relay_pending_events(
     with ThreadPoolExecutor(PUT_WORKERS, thread_name_prefix="put-events") as pool:
         publisher = _Publisher(client, bus_name, pool)
         for _ in range(max_claims):
-            if deadline is not None and time.monotonic() >= deadline:
+            # The first claim is always made: every run makes progress, however short.
+            if report.claims and deadline is not None and time.monotonic() >= deadline:
                 break
             claimed = sorted(
                 db.fetch_all(
