@@ -61,6 +61,9 @@ OUTBOX_STORAGE = {
 
 
 def upgrade() -> None:
+    # The ALTERs take a brief exclusive lock on tasks and task_events: queued behind a long
+    # transaction, they would hold up every write to them; fail instead, and run it again.
+    op.execute("SET LOCAL lock_timeout = '5s'")
     op.add_column(
         "tasks",
         sa.Column("event_sequence", sa.BigInteger(), server_default=sa.text("1"), nullable=False),
