@@ -26,37 +26,48 @@ Row = tuple[str, ...]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_backlog(database: Any, tasks: int, per_task: int) -> None:
-    """`tasks` tasks of one user and `per_task` unrelayed events of each, interleaved (event k of
-    every task before event k+1 of any), as a burst of edits across many tasks leaves them."""
+def load_backlog(database: Any, tasks: int, per_task: int, *, stale: bool = False) -> None:
+    """`tasks` new tasks and `per_task` unrelayed events of each, interleaved (event k of every
+    task before event k+1 of any), as a burst of edits across many tasks leaves them. `stale`:
+    the outbox's statistics are from before the backlog (analyzed while nothing was pending,
+    autovacuum off), as after a burst that autovacuum has not caught up with yet."""
     with database.engine.connect() as connection:
-        connection.execute(text("UPDATE task_events SET relayed_at = now()"))
-        connection.execute(
-            text(
-                "INSERT INTO tasks (user_id, title) "
-                "SELECT 'relay-bench', 'task ' || n FROM generate_series(1, :tasks) AS n"
-            ),
-            {"tasks": tasks},
-        )
-        has_sequence = connection.execute(
-            text(
-                "SELECT count(*) FROM information_schema.columns "
-                "WHERE table_name = 'task_events' AND column_name = 'sequence'"
+
+        def run(sql: str, **parameters: Any) -> Any:
+            return connection.execute(text(sql), parameters)
+
+        run("UPDATE task_events SET relayed_at = now() WHERE relayed_at IS NULL")
+        first_task = (
+            run(
+                "INSERT INTO tasks (user_id, title) SELECT 'relay-bench', 'task ' || n "
+                "FROM generate_series(1, :tasks) AS n RETURNING id",
+                tasks=tasks,
             )
-        ).scalar()
-        sequence = ", k" if has_sequence else ""
-        connection.execute(
-            text(
-                f"INSERT INTO task_events (user_id, task_id, detail_type, task{', sequence' if has_sequence else ''}) "  # noqa: E501
-                f"SELECT t.user_id, t.id, 'Task Updated', jsonb_build_object('id', t.id, "
-                f"'title', t.title, 'description', repeat('x', 200)){sequence} "
-                "FROM generate_series(1, :per_task) AS k, "
-                "(SELECT * FROM tasks WHERE user_id = 'relay-bench' ORDER BY id) AS t "
-                "ORDER BY k, t.id"
-            ),
-            {"per_task": per_task},
+            .scalars()
+            .all()[0]
         )
-        connection.execute(text("ANALYZE task_events"))
+        first_event = run("SELECT coalesce(max(id), 0) + 1 FROM task_events").scalar()
+        # (the column is new in migration 0007: without it, this measures the relay before it)
+        has_sequence = run(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'task_events' AND column_name = 'sequence'"
+        ).scalar()
+        columns, values = ("task, sequence", ", k") if has_sequence else ("task", "")
+        run(
+            f"INSERT INTO task_events (user_id, task_id, detail_type, {columns}, relayed_at) "
+            "SELECT t.user_id, t.id, 'Task Updated', jsonb_build_object('id', t.id, "
+            f"'title', t.title, 'description', repeat('x', 200)){values}, now() "
+            "FROM generate_series(1, :per_task) AS k, "
+            "(SELECT * FROM tasks WHERE id >= :first_task ORDER BY id) AS t ORDER BY k, t.id",
+            per_task=per_task,
+            first_task=first_task,
+        )
+        run(f"ALTER TABLE task_events SET (autovacuum_enabled = {'off' if stale else 'on'})")
+        if stale:
+            run("ANALYZE task_events")
+        run("UPDATE task_events SET relayed_at = NULL WHERE id >= :first", first=first_event)
+        if not stale:
+            run("ANALYZE task_events")
 
 
 def unrelayed(database: Any) -> int:
@@ -101,13 +112,18 @@ def eventbridge_stand_in() -> Iterator[tuple[str, list[int]]]:
 
 
 def relay_rows() -> list[Row]:
+    """A backlog with fresh statistics, and one with statistics from before it."""
+    return scenario(stale=False) + scenario(stale=True)
+
+
+def scenario(*, stale: bool) -> list[Row]:
     import boto3
 
     from todo_backend.core.db import get_database
     from todo_backend.events.relay import relay_pending_events
 
     database = get_database()
-    load_backlog(database, BACKLOG_TASKS, EVENTS_PER_TASK)
+    load_backlog(database, BACKLOG_TASKS, EVENTS_PER_TASK, stale=stale)
     backlog = unrelayed(database)
     statements: list[str] = []
     sql_seconds: list[float] = []
@@ -146,7 +162,8 @@ def relay_rows() -> list[Row]:
     published = sum(n for n, _ in runs)
     seconds = sum(s for _, s in runs)
     first_published, first_seconds = runs[0] if runs else (0, 0.0)
-    rows.append((f"relay: {backlog:,}-event backlog of {BACKLOG_TASKS:,} tasks",))
+    statistics = "statistics from before the backlog" if stale else "fresh statistics"
+    rows.append((f"relay: {backlog:,}-event backlog of {BACKLOG_TASKS:,} tasks, {statistics}",))
     rows.append(
         (
             "  relay: events per second",
