@@ -20,8 +20,8 @@ def run_migrations() -> None:
     engine = create_database_engine(url, autocommit=False)
     try:
         with engine.connect() as connection:
-            # One transaction per migration, so that a migration's autocommit block (CREATE INDEX
-            # CONCURRENTLY) commits only that migration's work before it.
+            # One transaction per migration: a migration may leave its transaction for an
+            # autocommit block (CREATE INDEX CONCURRENTLY on a table of millions).
             context.configure(
                 connection=connection,
                 target_metadata=target_metadata,

@@ -1,7 +1,7 @@
 """relay retries, per-task event sequence, retention indexes, outbox autovacuum
 
 Revision ID: 0007_relay_retries
-Revises: 0005_chat_bounds
+Revises: 0010_search_indexes
 Create Date: 2026-12-03 18:00:00.000000
 
 Expand only: the release already running keeps working against this schema.
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_relay_retries"
-down_revision: str | None = "0005_chat_bounds"
+down_revision: str | None = "0010_search_indexes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -84,9 +84,10 @@ def upgrade() -> None:
 @contextmanager
 def _outside_a_transaction() -> Iterator[None]:
     """Alembic's autocommit block. Before switching to autocommit, alembic reads the isolation
-    level with a query, for which pg8000 opens a transaction: end it, or CONCURRENTLY refuses."""
+    level with a query, for which pg8000 opens a transaction: end it, or CONCURRENTLY refuses.
+    (As in 0010_search_indexes.)"""
     with op.get_context().autocommit_block():
-        op.execute("COMMIT")
+        op.execute("ROLLBACK")
         yield
 
 
