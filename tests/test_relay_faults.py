@@ -7,7 +7,6 @@ EventBridge is moto's; rejections are injected by botocore's event hooks (an ent
 JSON, which EventBridge rejects with `MalformedDetail`), never by patching our code.
 """
 
-import itertools
 import json
 import os
 import threading
@@ -125,11 +124,11 @@ def test_poison_events_ahead_of_good_ones_back_off_and_are_parked_without_holdin
                 "WHERE user_id = :u",
                 u=user.id,
             )
-            delays.append(float(delay["s"]))
+            delays.append(round(float(delay["s"])))  # (less the few ms since the settle)
 
-    # Then the delays grew (doubling, up to an hour), and the tenth rejection parked them all
-    assert all(later >= earlier for earlier, later in itertools.pairwise(delays))
-    assert delays[0] == pytest.approx(60, abs=2) and delays[-1] == pytest.approx(3600, abs=2)
+    # Then the delays grew (30 s after the first try, doubling, at most an hour), and the tenth
+    # rejection parked them all
+    assert delays == [60, 120, 240, 480, 960, 1920, 3600, 3600]
     assert report.parked == 100
     assert all(e["failed_at"] is not None for e in poison)
     assert all(e["next_attempt_at"] is None for e in poison)
