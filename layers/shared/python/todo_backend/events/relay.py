@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from threading import Event
+from threading import Event, Lock
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, text
@@ -192,13 +192,15 @@ class _Publisher:
         self.pool = pool
         self.stopped = Event()
         self.calls = 0
+        self._counting = Lock()
 
     def _send(self, chunk: Sequence[RowMapping]) -> dict[int, Outcome]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         if self.stopped.is_set():
             return {event["id"]: Outcome(tried=False) for event in chunk}
-        self.calls += 1
+        with self._counting:
+            self.calls += 1
         try:
             return _publish(self.client, chunk, self.bus_name)
         except (BotoCoreError, ClientError) as error:
