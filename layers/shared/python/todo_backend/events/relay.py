@@ -58,8 +58,8 @@ MAX_CLAIMS_PER_RUN = 200
 # PutEvents calls in flight at once (botocore's pool keeps 10 connections).
 PUT_WORKERS = 4
 DEFAULT_MAX_ATTEMPTS = 10
-# Delay before the n-th retry: RETRY_BASE_SECONDS * 2^(n-1), at most RETRY_MAX_SECONDS (with ten
-# tries, about three hours from the first try to parking).
+# Delay after the n-th rejected try: RETRY_BASE_SECONDS * 2^(n-1), at most RETRY_MAX_SECONDS (with
+# ten tries, about three hours from the first try to parking).
 RETRY_BASE_SECONDS = 30.0
 RETRY_MAX_SECONDS = 3600.0
 ERROR_MAX = 200
@@ -87,18 +87,16 @@ def events_client() -> Any:
     return boto3.client("events", config=config)
 
 
-PENDING = "relayed_at IS NULL AND failed_at IS NULL"
-
 # The head-of-line test is a scalar subquery (always run per candidate row: written as NOT EXISTS,
 # it may become an anti-join over every pending event), and its predicate is spelled as
 # ix_task_events_task_pending's, the only index it matches: with stale statistics the planner
 # used ix_task_events_pending instead, scanning every pending event before the task's.
 CLAIM = text(
-    f"""
+    """
     WITH claimable AS (
         SELECT e.id
         FROM task_events AS e
-        WHERE e.{PENDING.replace(" AND ", " AND e.")}
+        WHERE e.relayed_at IS NULL AND e.failed_at IS NULL
           AND (e.claimed_until IS NULL OR e.claimed_until < now())
           AND (e.next_attempt_at IS NULL
                OR e.next_attempt_at <= coalesce(CAST(:run_started AS timestamptz), now()))
