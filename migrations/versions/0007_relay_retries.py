@@ -1,7 +1,7 @@
 """relay retries, per-task event sequence, retention indexes, outbox autovacuum
 
 Revision ID: 0007_relay_retries
-Revises: 0010_search_indexes
+Revises: 0009_pending_actions_undo
 Create Date: 2026-12-03 18:00:00.000000
 
 Expand only: the release already running keeps working against this schema.
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_relay_retries"
-down_revision: str | None = "0010_search_indexes"
+down_revision: str | None = "0009_pending_actions_undo"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
