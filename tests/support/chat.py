@@ -211,6 +211,8 @@ def seed_turn(
     turns.finish(
         database,
         claim.turn_id,
+        user_id=user_id,
+        attempt_id=claim.attempt_id,
         succeeded=True,
         content=reply,
         tool_calls=tool_calls or [],
