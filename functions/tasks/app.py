@@ -10,7 +10,7 @@ gc.disable()  # while the function initialises; register_snapstart (last) enable
 
 from typing import Annotated
 
-from fastapi import Body, Depends, Header, Path, Request, Response, status
+from fastapi import Body, Depends, Header, Path, Query, Request, Response, status
 from mangum import Mangum
 
 from todo_backend.core.api import (
@@ -40,6 +40,7 @@ from todo_backend.tasks.models import (
     TaskUpdate,
 )
 from todo_backend.tasks.warmup import forget_warm_up_events, warm_task_routes
+from todo_backend.userdata.models import UserDataExport
 
 app = create_app("Todo tasks API", "Create, list, update and delete your tasks.")
 
@@ -129,6 +130,35 @@ async def task_stats(user: CurrentUser, db: DatabaseDep) -> TaskStats:
 @router.get("/reminders", responses=errors())
 async def due_reminders(user: CurrentUser, db: DatabaseDep) -> ReminderList:
     return reminders.due_reminders(db, user)
+
+
+@router.get(
+    "/export",
+    response_model=None,
+    responses={
+        200: {
+            "model": UserDataExport,
+            "description": "A page of the user's data (at most 5 MB; `next_cursor` for the next)",
+        },
+        **errors(),
+    },
+)
+async def export_user_data(
+    user: CurrentUser,
+    db: DatabaseDep,
+    cursor: Annotated[str | None, Query(max_length=300)] = None,
+) -> Response:
+    # Imported when first asked for: a rare route stays out of every cold start.
+    from todo_backend.userdata.export import export_page
+
+    return Response(export_page(db, user, cursor), media_type="application/json")
+
+
+@router.delete("/data", status_code=status.HTTP_204_NO_CONTENT, responses=errors())
+async def erase_user_data(user: CurrentUser, db: DatabaseDep) -> None:
+    from todo_backend.userdata.erase import erase_user_data
+
+    erase_user_data(db, user)
 
 
 include_user_routes(app, router)
