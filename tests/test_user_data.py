@@ -8,6 +8,7 @@ holds user data fails it until erase and export take it into account.
 
 import base64
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -426,6 +427,52 @@ def test_erase_racing_a_chat_turn_and_a_relay_run(
         e["DetailType"] for e in eventbridge.published() if e["Detail"]["user_id"] == user.id
     ]
     assert published[-1] == USER_EVENT and published.count(USER_EVENT) == 1
+
+
+def test_an_erase_that_deadlocks_with_a_change_in_flight_runs_again(
+    lambda_tasks, lambda_chat, fake_cohere, database
+):
+    # Given a user with tasks and a chat turn
+    from todo_backend.core.db import create_database_engine
+
+    user = ChatUser()
+    ids = seed(lambda_tasks, lambda_chat, fake_cohere, database, user)
+    engine = create_database_engine(os.environ["DATABASE_URL"], pool_size=2, autocommit=False)
+    try:
+        with engine.connect() as change, engine.connect() as watcher:
+            # ... and a change in flight that holds one of the user's tasks
+            change.execute(
+                text("UPDATE tasks SET title = 'Changing' WHERE id = :id"), {"id": ids["tasks"][0]}
+            )
+            # When the user's data is erased meanwhile (it waits for that task)
+            thread, outcome = in_thread(lambda: erase(lambda_tasks, user))
+            waiting = text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            deadline = time.monotonic() + 5
+            while watcher.execute(waiting).scalar_one() < 1:
+                watcher.rollback()
+                assert time.monotonic() < deadline, "the erase never waited for the task"
+                time.sleep(0.01)
+            # ... and the change then needs the turn the erase holds, as a tool call's record
+            # does: a deadlock, which PostgreSQL breaks by failing the erase's transaction
+            change.execute(
+                text("SELECT 1 FROM chat_turns WHERE user_id = :u FOR KEY SHARE"), {"u": user.id}
+            )
+            change.commit()
+        thread.join()
+    finally:
+        engine.dispose()
+
+    # Then the erase ran again once the change was done, and erased everything, the change too
+    assert "error" not in outcome, outcome
+    assert outcome["value"].status_code == 204, outcome["value"].text
+    left = rows_per_table(database, user_tables(database), user.id)
+    assert {name: n for name, n in left.items() if n} == {
+        "task_events": 1,
+        **KEPT,
+    }, left
 
 
 # --- export ---------------------------------------------------------------------------------------

@@ -164,8 +164,11 @@ CLAIM = compact(
                THEN 'occupied'
                ELSE 'raced' END AS action,
            existing.response, existing.busy_seconds,
-           (SELECT GREATEST(1, ceil(extract(epoch FROM held.until - now())
-                                    - :margin_seconds))::int FROM held) AS lease_seconds,
+           (SELECT GREATEST(1, ceil(CASE
+                   WHEN held.until - now() > make_interval(secs => :margin_seconds)
+                   THEN extract(epoch FROM held.until - now()) - :margin_seconds
+                   ELSE extract(epoch FROM held.until - now()) END))::int
+            FROM held) AS lease_seconds,
            claimed.id AS turn_id, claimed.conversation_id, history.items AS history,
            records.items AS records
     FROM decision
@@ -284,7 +287,8 @@ class Claim(NamedTuple):
     busy_seconds: int | None
     # This attempt's id: the holder of the user's lease while the turn runs (`finish` ends it).
     attempt_id: uuid.UUID
-    # For `occupied`: when the running turn should be done.
+    # For `occupied`: when the running turn should be done (its budget's end; once past it, when
+    # the turn counts as abandoned).
     lease_seconds: int | None = None
 
 

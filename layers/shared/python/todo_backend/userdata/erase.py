@@ -27,10 +27,13 @@ erase: it stays, with its events.
 from typing import Any
 
 from sqlalchemy import Connection, TextClause, text
+from sqlalchemy.exc import DBAPIError
 
 from todo_backend.core.db import Database
 
 USER_EVENT = "User Data Deleted"
+DEADLOCK = "40P01"
+ERASE_ATTEMPTS = 3
 
 # Tables whose rows carry the user's id and go whole (their children by cascade: messages and
 # the turns of a conversation). The settings table of the time-zone change belongs here: add its
@@ -88,7 +91,25 @@ ERASE_LATE_EVENTS_AND_PUBLISH = _compact(
 
 def erase_user_data(db: Database, user_id: str) -> bool:
     """Delete everything of the user (see the module's docstring); whether anything was."""
+    for attempt in range(1, ERASE_ATTEMPTS + 1):
+        try:
+            return _erase_once(db, user_id)
+        except DBAPIError as error:
+            # Erasing locks the turns first and the tasks next; a tool call in flight locks its
+            # task first and the turn next (its record's foreign key). PostgreSQL breaks such a
+            # deadlock by failing one transaction: when it is the erase, nothing was done, and it
+            # runs again (the tool call has committed or failed by then).
+            if _sqlstate(error) != DEADLOCK or attempt == ERASE_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    args = getattr(error.orig, "args", ())
+    return args[0].get("C") if args and isinstance(args[0], dict) else None
+
+
+def _erase_once(db: Database, user_id: str) -> bool:
     def work(connection: Connection) -> bool:
         connection.exec_driver_sql("BEGIN")
         try:
