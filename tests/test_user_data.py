@@ -430,17 +430,25 @@ def test_erase_racing_a_chat_turn_and_a_relay_run(
 
 
 def test_an_erase_that_deadlocks_with_a_change_in_flight_runs_again(
-    lambda_tasks, lambda_chat, fake_cohere, database
+    lambda_tasks, lambda_chat, fake_cohere, configure
 ):
     # Given a user with tasks and a chat turn
-    from todo_backend.core.db import create_database_engine
+    from todo_backend.core.db import create_database_engine, get_database
 
+    server = os.environ["DATABASE_URL"]
+    # (PostgreSQL fails the transaction whose deadlock check, deadlock_timeout after it began to
+    # wait, finds the cycle: the erase's, 3 s after it waits, while the change's comes far later)
+    configure(
+        DATABASE_URL=f"{server}{'&' if '?' in server else '?'}options=-c%20deadlock_timeout%3D3s"
+    )
+    database = get_database()
     user = ChatUser()
     ids = seed(lambda_tasks, lambda_chat, fake_cohere, database, user)
-    engine = create_database_engine(os.environ["DATABASE_URL"], pool_size=2, autocommit=False)
+    engine = create_database_engine(server, pool_size=2, autocommit=False)
     try:
         with engine.connect() as change, engine.connect() as watcher:
             # ... and a change in flight that holds one of the user's tasks
+            change.execute(text("SET LOCAL deadlock_timeout = '60s'"))
             change.execute(
                 text("UPDATE tasks SET title = 'Changing' WHERE id = :id"), {"id": ids["tasks"][0]}
             )
@@ -448,7 +456,8 @@ def test_an_erase_that_deadlocks_with_a_change_in_flight_runs_again(
             thread, outcome = in_thread(lambda: erase(lambda_tasks, user))
             waiting = text(
                 "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                "AND query LIKE 'WITH conversations AS%'"
             )
             deadline = time.monotonic() + 5
             while watcher.execute(waiting).scalar_one() < 1:

@@ -5,6 +5,7 @@ at a time, so FastAPI's worker-thread hop for sync routes would be pure per-requ
 """
 
 import gc
+import importlib
 
 gc.disable()  # while the function initialises; register_snapstart (last) enables it
 
@@ -20,6 +21,7 @@ from todo_backend.core.api import (
     create_app,
     errors,
     include_user_routes,
+    lazy_model_response,
     location_of,
     user_router,
 )
@@ -40,7 +42,6 @@ from todo_backend.tasks.models import (
     TaskUpdate,
 )
 from todo_backend.tasks.warmup import forget_warm_up_events, warm_task_routes
-from todo_backend.userdata.models import UserDataExport
 
 app = create_app("Todo tasks API", "Create, list, update and delete your tasks.")
 
@@ -136,10 +137,11 @@ async def due_reminders(user: CurrentUser, db: DatabaseDep) -> ReminderList:
     "/export",
     response_model=None,
     responses={
-        200: {
-            "model": UserDataExport,
-            "description": "A page of the user's data (at most 5 MB; `next_cursor` for the next)",
-        },
+        200: lazy_model_response(
+            "UserDataExport",
+            lambda: importlib.import_module("todo_backend.userdata.models").UserDataExport,
+            "A page of the user's data (at most 5 MB; `next_cursor` for the next)",
+        ),
         **errors(),
     },
 )
