@@ -116,11 +116,6 @@ CLAIM = compact(
           AND (l.until <= now()
                OR l.attempt_id = (SELECT resumable FROM decision WHERE action = 'resume'))
         RETURNING l.user_id
-    ), usage AS (
-        INSERT INTO chat_usage AS u (user_id, day, turns, tokens)
-        SELECT :user_id, (now() AT TIME ZONE 'UTC')::date, 1, 0 FROM lease
-        ON CONFLICT (user_id, day) DO UPDATE SET turns = u.turns + 1
-        RETURNING turns
     ), turn AS (
         INSERT INTO chat_turns (id, attempt_id, user_id, conversation_id, idempotency_key,
                                 fingerprint, status)
@@ -150,6 +145,11 @@ CLAIM = compact(
                OR t.started_at <= now() - make_interval(secs => :abandon_seconds)
                OR t.attempt_id = CAST(:turn_id AS uuid))
         RETURNING t.id, t.conversation_id, t.created_at
+    ), usage AS (
+        INSERT INTO chat_usage AS u (user_id, day, turns, tokens)
+        SELECT :user_id, (now() AT TIME ZONE 'UTC')::date, 1, 0
+        WHERE EXISTS (SELECT 1 FROM turn) OR EXISTS (SELECT 1 FROM resumed)
+        ON CONFLICT (user_id, day) DO UPDATE SET turns = u.turns + 1
     ), claimed AS (
         SELECT id, conversation_id, created_at FROM turn
         UNION ALL SELECT id, conversation_id, created_at FROM resumed
@@ -163,7 +163,7 @@ CLAIM = compact(
                                 AND held.attempt_id IS DISTINCT FROM decision.resumable)
                THEN 'occupied'
                ELSE 'raced' END AS action,
-           existing.response, existing.busy_seconds,
+           EXISTS (SELECT 1 FROM lease) AS leased, existing.response, existing.busy_seconds,
            (SELECT GREATEST(1, ceil(CASE
                    WHEN held.until - now() > make_interval(secs => :margin_seconds)
                    THEN extract(epoch FROM held.until - now()) - :margin_seconds
@@ -257,6 +257,15 @@ FINISH = compact(
     """
 )
 
+# A lease taken by a resume whose turn was no longer resumable when its row was reached (changed
+# after the statement's snapshot): given back at once, and the claim runs again to see the turn.
+RELEASE = compact(
+    """
+    UPDATE chat_leases SET attempt_id = NULL, until = now(), version = version + 1
+    WHERE user_id = :user_id AND attempt_id = CAST(:attempt_id AS uuid)
+    """
+)
+
 READ_RECORD = compact(
     """
     SELECT name, kind, task, result FROM chat_tool_calls
@@ -339,6 +348,13 @@ def claim(
             # this statement's lease and quota count; run it again to see the winner's turn.
             continue
         assert row is not None
+        if row["leased"] and row["turn_id"] is None:
+            db.run(
+                lambda connection: connection.execute(
+                    RELEASE.bindparams(user_id=user_id, attempt_id=attempt_id)
+                )
+            )
+            continue
         if row["action"] != "raced":
             break
         # A concurrent claim (or our own earlier attempt, still running when its reply was
