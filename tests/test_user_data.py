@@ -38,6 +38,12 @@ COVERAGE = {
     "messages": (ERASED, "exported (as each conversation's messages)"),
     "chat_turns": (ERASED, "exported (a turn without a stored reply: its note and calls)"),
     "chat_tool_calls": (ERASED, "exported (as the tool_calls of the messages)"),
+    "chat_pending_actions": (
+        ERASED,
+        "not exported: a delete waiting 15 minutes for confirmation; once confirmed or cancelled "
+        "it is in the conversation's messages",
+    ),
+    "chat_undos": (ERASED, "not exported: an undo's stored answer; its changes are in the tasks"),
     "chat_usage": (
         "earlier days erased; today's kept: erasing does not reset a quota",
         "not exported: counters, shown by GET .../chat/usage",
@@ -162,8 +168,9 @@ def rows_per_table(database: Any, tables: dict[str, str], user_id: str) -> dict[
 
 
 def seed(tasks_api: Any, chat_api: Any, fake_cohere: Any, database: Any, user: Any) -> dict:
-    """Tasks, a changed and a completed one, a conversation whose turn added a task with a tool,
-    and yesterday's chat usage: a row in every table that holds user data."""
+    """Tasks, a changed and a completed one, a conversation whose turn added a task with a tool
+    (then undone) and whose next turn asked to delete one (waiting for confirmation), and
+    yesterday's chat usage: a row in every table that holds user data."""
     created = [
         tasks_api.post("/api/tasks", json={"title": title}, headers=user.headers).json()
         for title in ("Buy milk", "Call mum")
@@ -179,6 +186,20 @@ def seed(tasks_api: Any, chat_api: Any, fake_cohere: Any, database: Any, user: A
         f"/api/{user.id}/chat", json={"message": "Add water plants"}, headers=user.headers
     )
     assert turn.status_code == 200, turn.text
+    # ... a delete waiting for the user's confirmation, and an undone turn
+    fake_cohere.script(
+        tool_calls_reply(("delete_task", {"task_id": created[0]["id"]})), text_reply("Sure?")
+    )
+    asked = chat_api.post(
+        f"/api/{user.id}/chat",
+        json={"message": "Delete milk", "conversation_id": turn.json()["conversation_id"]},
+        headers=user.headers,
+    )
+    assert asked.status_code == 200 and asked.json()["pending_actions"], asked.text
+    undone = chat_api.post(
+        f"/api/{user.id}/chat/turns/{turn.json()['turn_id']}/undo", headers=user.headers
+    )
+    assert undone.status_code == 200, undone.text
     run(
         database,
         "INSERT INTO chat_usage (user_id, day, turns, tokens) "
@@ -518,7 +539,7 @@ def test_a_little_data_is_exported_whole_in_one_page_as_the_api_shows_it(
         for conversation in conversations["items"]
     ]
     assert body["conversations"] == expected
-    assert [len(c["messages"]) for c in body["conversations"]] == [2]
+    assert [len(c["messages"]) for c in body["conversations"]] == [4]
     assert body["conversations"][0]["messages"][1]["tool_calls"][0]["name"] == "add_task"
 
 

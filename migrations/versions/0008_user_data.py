@@ -1,7 +1,7 @@
 """a user's data: the erase event in the outbox, and one running chat turn per user (lease)
 
 Revision ID: 0008_user_data
-Revises: 0010_search_indexes
+Revises: 0009_pending_actions_undo
 Create Date: 2026-12-03 17:50:00.000000
 
 Backward compatible with the code already running: `task_events.task_id` becomes nullable (only
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_user_data"
-down_revision: str | None = "0010_search_indexes"
+down_revision: str | None = "0009_pending_actions_undo"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

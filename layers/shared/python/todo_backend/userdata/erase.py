@@ -3,7 +3,8 @@
 Three statements in one transaction, each with a fresh snapshot (READ COMMITTED), in an order that
 closes the races with the user's own work still in flight:
 
-1. the chat turn records (`chat_turns`, and with them `chat_tool_calls`). A running turn writes
+1. the chat turn records (`chat_turns`, and with them `chat_tool_calls`, the pending actions and
+   the undo records, by cascade). A running turn writes
    nothing without its record: each tool call's change is committed with a row that references
    the turn (a foreign key) and the finish updates the turn. A change in flight holds a lock on
    the turn's row, so this waits for it (and the next statement sees what it did); a later one
