@@ -32,6 +32,7 @@ from todo_backend.tasks.service import task_events
 SOURCE = "todo.tasks"
 # Events about a user, not one of their tasks (`task_id` null): source and detail of their own.
 USER_SOURCE = "todo.users"
+USER_DETAIL = ("event_id", "user_id", "occurred_at")
 PUT_EVENTS_MAX = 10  # entries per PutEvents call
 CLAIM_BATCH = 100
 # How long a run holds the events it claimed before another run may publish them again.
@@ -131,7 +132,7 @@ def entry(event: RowMapping, bus_name: str) -> dict[str, Any]:
         "task": event["task"],
     }
     if event["task_id"] is None:
-        del detail["task_id"], detail["task"]
+        detail = {key: detail[key] for key in USER_DETAIL}
     return {
         "Source": SOURCE if event["task_id"] is not None else USER_SOURCE,
         "DetailType": event["detail_type"],
