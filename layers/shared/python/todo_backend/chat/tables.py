@@ -187,6 +187,21 @@ class ChatUsage(SQLModel, table=True):
     tokens: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
 
 
+class ChatLease(SQLModel, table=True):
+    """The user's running chat turn: at most one at a time. A lease, not a held lock (no
+    transaction outlives a statement): it ends when the turn finishes, or at `until` when the
+    function running it died. `version` changes with every take and release, so a claim takes
+    the lease only if nothing changed since its snapshot (chat/turns.py CLAIM)."""
+
+    __tablename__ = "chat_leases"
+    __table_args__ = (PrimaryKeyConstraint("user_id", name="pk_chat_leases"),)
+
+    user_id: str = Field(sa_column=Column(Text, nullable=False))
+    attempt_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    until: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    version: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="1"))
+
+
 class ChatPendingAction(SQLModel, table=True):
     """A destructive tool call the model asked for, waiting for the user's confirmation."""
 

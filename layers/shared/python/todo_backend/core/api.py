@@ -3,6 +3,7 @@ reached, and `Annotated` aliases."""
 
 import copy
 import importlib.util
+import json
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -79,6 +80,39 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         }
         for code in (401, 503, *codes)
     }
+
+
+# Response models documented by reference and loaded only when the document is built: a route
+# that writes its JSON itself (a rare one, whose models would cost every cold start their import).
+_lazy_models: dict[str, Callable[[], type[BaseModel]]] = {}
+
+
+def lazy_model_response(
+    name: str, load: Callable[[], type[BaseModel]], description: str
+) -> dict[str, Any]:
+    """An OpenAPI response whose schema is the model `load()` returns, named `name`."""
+    _lazy_models[name] = load
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"{REF_PREFIX}{name}"}}},
+    }
+
+
+def _add_lazy_models(document: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """The lazy models that the document's operations refer to (one process may build the
+    documents of several functions: scripts/openapi.py)."""
+    referenced = json.dumps(document.get("paths", {}))
+    for name, load in _lazy_models.items():
+        if f'"{REF_PREFIX}{name}"' not in referenced:
+            continue
+        schema = load().model_json_schema(
+            mode="serialization",
+            ref_template=f"{REF_PREFIX}{{model}}",
+            schema_generator=_UnsortedJsonSchema,
+        )
+        for nested, definition in schema.pop("$defs", {}).items():
+            schemas.setdefault(nested, definition)
+        schemas[name] = schema
 
 
 # Marks an operation whose query string a QueryModel reads: `_documented` replaces the mark
@@ -188,6 +222,7 @@ def _documented(
                 for kind, entries in more.get("components", {}).items():
                     components.setdefault(kind, {}).update(entries)
             schemas["ErrorBody"] = ErrorBody.model_json_schema()
+            _add_lazy_models(document, schemas)
             for path_item in document.get("paths", {}).values():
                 for method, operation in path_item.items():
                     name = operation.pop(QUERY_MODEL_MARK, None)

@@ -48,6 +48,9 @@ from todo_backend.core.observability import logger
 from todo_backend.tasks.service import task_events
 
 SOURCE = "todo.tasks"
+# Events about a user, not one of their tasks (`task_id` null): source and detail of their own.
+USER_SOURCE = "todo.users"
+USER_DETAIL = ("event_id", "user_id", "occurred_at")
 PUT_EVENTS_MAX = 10  # entries per PutEvents call
 CLAIM_BATCH = 500
 # How long a run holds the events it claimed before another run may publish them again (longer
@@ -151,7 +154,8 @@ def _iso(moment: datetime) -> str:
 
 def entry(event: RowMapping, bus_name: str) -> dict[str, Any]:
     """The PutEvents entry of an outbox row: detail {event_id, user_id, task_id, sequence,
-    occurred_at, task}, the task as the API returned it."""
+    occurred_at, task}, the task as the API returned it; a user event's (`User Data Deleted`)
+    detail is {event_id, user_id, occurred_at}."""
     detail = {
         "event_id": str(event["event_id"]),
         "user_id": event["user_id"],
@@ -160,8 +164,10 @@ def entry(event: RowMapping, bus_name: str) -> dict[str, Any]:
         "occurred_at": _iso(event["occurred_at"]),
         "task": event["task"],
     }
+    if event["task_id"] is None:
+        detail = {key: detail[key] for key in USER_DETAIL}
     return {
-        "Source": SOURCE,
+        "Source": SOURCE if event["task_id"] is not None else USER_SOURCE,
         "DetailType": event["detail_type"],
         "Detail": json.dumps(detail, separators=(",", ":"), ensure_ascii=False),
         "EventBusName": bus_name,

@@ -424,6 +424,8 @@ EVENT_DETAIL_TYPES = (
     "Task Deleted",
     "Task Reminder Due",
 )
+# Events about a user rather than one of their tasks (`task_id` null; todo_backend/userdata).
+USER_EVENT_DETAIL_TYPES = ("User Data Deleted",)
 
 
 EVENT_PENDING = "relayed_at IS NULL AND failed_at IS NULL"
@@ -436,7 +438,8 @@ task_events = Table(
     Column("id", BigInteger, Identity(always=False), primary_key=True),
     Column("event_id", UUID(as_uuid=True), nullable=False, server_default=func.gen_random_uuid()),
     Column("user_id", Text, nullable=False),
-    Column("task_id", BigInteger, nullable=False),
+    # Null for a user event (USER_EVENT_DETAIL_TYPES), which names no task.
+    Column("task_id", BigInteger),
     Column("detail_type", String(32), nullable=False),
     database_now_column("occurred_at"),
     # The task as the API returns it (TaskPublic's JSON).
@@ -454,8 +457,16 @@ task_events = Table(
     Column("failed_at", DateTime(timezone=True)),
     UniqueConstraint("event_id", name="uq_task_events_event_id"),
     CheckConstraint(
-        "detail_type IN ({})".format(", ".join(f"'{kind}'" for kind in EVENT_DETAIL_TYPES)),
+        "detail_type IN ({})".format(
+            ", ".join(f"'{kind}'" for kind in (*EVENT_DETAIL_TYPES, *USER_EVENT_DETAIL_TYPES))
+        ),
         name="ck_task_events_detail_type",
+    ),
+    CheckConstraint(
+        "(task_id IS NULL) = (detail_type IN ({}))".format(
+            ", ".join(f"'{kind}'" for kind in USER_EVENT_DETAIL_TYPES)
+        ),
+        name="ck_task_events_task_id",
     ),
     CheckConstraint("jsonb_typeof(task) = 'object'", name="ck_task_events_task"),
     # What the relay reads: events not yet relayed, oldest first.
