@@ -29,7 +29,9 @@ from tests.support.tokens import make_token, new_user_id
 ROOT = Path(__file__).resolve().parents[1]
 MCP_HEADERS = {"accept": "application/json, text/event-stream"}
 PROTOCOL = "2025-11-25"
-METADATA = "/.well-known/oauth-protected-resource"
+METADATA = "/.well-known/oauth-protected-resource/mcp"
+METADATA_ROOT = "/.well-known/oauth-protected-resource"
+SCOPES = ["tasks:read", "tasks:write"]
 
 
 def mcp_app() -> Any:
@@ -88,10 +90,11 @@ def token_for(user: str) -> str:
 
 
 def result_of(call: Any) -> dict[str, Any]:
-    """A tool result's JSON (the text content; structured content must say the same)."""
+    """A tool result's JSON (the text content; a success's structured content says the same, an
+    error has none: it would not conform to the tool's output schema)."""
     assert len(call.content) == 1 and call.content[0].type == "text"
     value = json.loads(call.content[0].text)
-    assert call.structured_content == value
+    assert call.structured_content == (None if call.is_error else value)
     return value  # type: ignore[no-any-return]
 
 
@@ -327,7 +330,7 @@ def test_bad_tokens_get_401_with_the_resource_metadata_challenge(dev_server: str
         ):
             assert response.status_code == 401, (label, response.text)
             assert response.headers["www-authenticate"] == (
-                f'Bearer resource_metadata="{origin}{METADATA}"'
+                f'Bearer resource_metadata="{origin}{METADATA}", scope="tasks:read tasks:write"'
             ), label
             assert response.json() == {"detail": response.json()["detail"]}
 
@@ -352,20 +355,68 @@ def test_the_sdk_client_cannot_connect_with_an_expired_token(target: Target, mod
 # --- protected resource metadata ----------------------------------------------------------------
 
 
-def test_protected_resource_metadata_names_better_auth(configure, dev_server: str):
-    # Given BETTER_AUTH_URL, the front end's origin
+def test_protected_resource_metadata_names_the_oauth_issuer(configure, dev_server: str):
+    # Given BETTER_AUTH_URL, the front end's origin (its OAuth provider plugin's issuer is
+    # <origin>/api/auth)
     configure(BETTER_AUTH_URL="https://todo.example.com")
-    # When a client reads the metadata, without a token, through Lambda and from the dev server
-    through_lambda = LambdaClient(mcp_app().handler).get(METADATA)
-    over_http = httpx.get(f"{dev_server}{METADATA}", timeout=10)
-    # Then it names this API's /mcp as the resource and Better Auth as its authorization server
-    for response, origin in ((through_lambda, LAMBDA_BASE_URL), (over_http, dev_server)):
+    for path in (METADATA, METADATA_ROOT):
+        # When a client reads the metadata, without a token, at /mcp's own location (RFC 9728
+        # section 3.1) and at the root, through Lambda and from the dev server
+        through_lambda = LambdaClient(mcp_app().handler).get(path)
+        over_http = httpx.get(f"{dev_server}{path}", timeout=10)
+        # Then it names this API's /mcp as the resource, the OAuth issuer as its authorization
+        # server, and the scopes
+        for response, origin in ((through_lambda, LAMBDA_BASE_URL), (over_http, dev_server)):
+            assert response.status_code == 200, response.text
+            assert response.json() == {
+                "resource": f"{origin}/mcp",
+                "authorization_servers": ["https://todo.example.com/api/auth"],
+                "bearer_methods_supported": ["header"],
+                "scopes_supported": SCOPES,
+                "resource_name": "Todo tasks",
+            }
+
+
+def test_oauth_issuer_and_public_url_override_the_defaults(configure, dev_server: str):
+    # Given OAUTH_ISSUER and PUBLIC_URL
+    configure(
+        BETTER_AUTH_URL="https://todo.example.com",
+        OAUTH_ISSUER="https://auth.example.com/oauth",
+        PUBLIC_URL="https://api.example.com",
+    )
+    # When the metadata and a 401 are read through Lambda (another domain in the event) and from
+    # the dev server with a hostile Host header
+    responses = [
+        LambdaClient(mcp_app().handler).get(METADATA),
+        httpx.get(f"{dev_server}{METADATA}", headers={"host": "evil.example"}, timeout=10),
+    ]
+    challenges = [
+        LambdaClient(mcp_app().handler).post("/mcp", json=_rpc("tools/list"), headers=MCP_HEADERS),
+        httpx.post(
+            f"{dev_server}/mcp",
+            json=_rpc("tools/list"),
+            headers={**MCP_HEADERS, "host": "evil.example"},
+            timeout=10,
+        ),
+    ]
+    # Then both name PUBLIC_URL's resource and the configured issuer, never the Host
+    for response in responses:
         assert response.status_code == 200, response.text
-        assert response.json() == {
-            "resource": f"{origin}/mcp",
-            "authorization_servers": ["https://todo.example.com"],
-            "bearer_methods_supported": ["header"],
-        }
+        assert response.json()["resource"] == "https://api.example.com/mcp"
+        assert response.json()["authorization_servers"] == ["https://auth.example.com/oauth"]
+    for response in challenges:
+        assert response.status_code == 401, response.text
+        assert response.headers["www-authenticate"].startswith(
+            f'Bearer resource_metadata="https://api.example.com{METADATA}"'
+        )
+
+
+def test_without_public_url_a_foreign_host_gets_no_metadata(dev_server: str):
+    # Given no PUBLIC_URL (locally): the origin comes from the Host header, a local one only
+    response = httpx.get(f"{dev_server}{METADATA}", headers={"host": "evil.example"}, timeout=10)
+    # Then a foreign Host is refused instead of being reflected into the metadata
+    assert response.status_code == 421
+    assert "evil.example" not in response.text
 
 
 def test_protected_resource_metadata_without_an_authorization_server(configure):
@@ -375,6 +426,8 @@ def test_protected_resource_metadata_without_an_authorization_server(configure):
     assert response.json() == {
         "resource": f"{LAMBDA_BASE_URL}/mcp",
         "bearer_methods_supported": ["header"],
+        "scopes_supported": SCOPES,
+        "resource_name": "Todo tasks",
     }
 
 
