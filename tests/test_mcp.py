@@ -215,6 +215,113 @@ def test_a_failing_tool_call_is_a_tool_error_never_an_http_error(target: Target)
         assert all(t.invocations > 0 for t in target.transports)
 
 
+def test_every_tool_declares_title_hints_and_an_output_schema(target: Target):
+    async def scenario() -> Any:
+        async with target.session(token_for(new_user_id())) as client:
+            return await client.list_tools()
+
+    listed = {tool.name: tool for tool in run_async(scenario).tools}
+    # Then every tool has a title and all four hints (it acts on nothing outside this API)
+    for name, tool in listed.items():
+        hints = tool.annotations
+        assert tool.title and hints.title == tool.title, name
+        assert None not in (
+            hints.read_only_hint,
+            hints.destructive_hint,
+            hints.idempotent_hint,
+        ), name
+        assert hints.open_world_hint is False, name
+        assert tool.output_schema is not None and tool.output_schema["type"] == "object", name
+    # And a client asks its user before a delete, and never before a read
+    assert listed["delete_task"].annotations.destructive_hint is True
+    assert listed["add_task"].annotations.destructive_hint is False
+    for name in ("list_tasks", "get_stats"):
+        hints = listed[name].annotations
+        assert (hints.read_only_hint, hints.destructive_hint) == (True, False), name
+    for name in ("add_task", "complete_task", "update_task", "delete_task"):
+        assert listed[name].annotations.read_only_hint is False, name
+
+
+def test_structured_content_conforms_to_each_tools_output_schema(target: Target):
+    import jsonschema
+
+    # Given a user's session, with a recurring task among their tasks
+    async def scenario() -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+        async with target.session(token_for(new_user_id())) as client:
+            schemas = {tool.name: tool.output_schema for tool in (await client.list_tools()).tools}
+            calls: list[tuple[str, Any]] = []
+
+            async def call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+                result = await client.call_tool(name, arguments)
+                calls.append((name, result))
+                return result_of(result)
+
+            plain = await call("add_task", {"title": "Plain"})
+            recurring = await call(
+                "add_task",
+                {
+                    "title": "Water plants",
+                    "description": "The ferns",
+                    "priority": "high",
+                    "tags": ["home"],
+                    "due_date": "2027-01-04T09:00:00Z",
+                    "recurrence": "FREQ=WEEKLY",
+                    "remind_at": "2027-01-04T08:00:00Z",
+                },
+            )
+            await call("list_tasks", {})
+            await call("list_tasks", {"status": "pending", "tag": "home"})
+            await call("complete_task", {"task_id": recurring["task_id"]})
+            await call("complete_task", {"task_id": plain["task_id"]})
+            await call("complete_task", {"task_id": plain["task_id"], "completed": False})
+            await call("update_task", {"task_id": plain["task_id"], "due_date": "2027-02-01"})
+            await call("update_task", {"task_id": plain["task_id"], "description": None})
+            await call("get_stats", {})
+            await call("list_tasks", {"status": "completed"})
+            await call("delete_task", {"task_id": plain["task_id"]})
+            return schemas, calls
+
+    schemas, calls = run_async(scenario)
+    # When every tool has been called, Then each success's structured content conforms to the
+    # output schema the tool declares (and says what its text says)
+    assert {name for name, _ in calls} == set(schemas)
+    for name, result in calls:
+        assert result.is_error is False, (name, result)
+        jsonschema.validate(result.structured_content, schemas[name])
+    completed = next(r.structured_content for n, r in calls if n == "complete_task")
+    assert "next_task_id" in completed
+
+
+def test_a_result_that_breaks_its_schema_would_be_caught():
+    import jsonschema
+
+    from todo_backend.tasks.tools import TOOLS
+
+    # The schemas are strict enough to fail: a wrong status, a missing field, a wrong type
+    schema = TOOLS["add_task"].output_schema
+    good = {
+        "task_id": 1,
+        "status": "created",
+        "title": "t",
+        "description": None,
+        "priority": "low",
+        "due_date": None,
+        "tags": [],
+        "completed": False,
+        "recurrence": None,
+        "remind_at": None,
+    }
+    jsonschema.validate(good, schema)
+    for broken in (
+        {**good, "status": "deleted"},
+        {k: v for k, v in good.items() if k != "title"},
+        {**good, "task_id": "1"},
+        {**good, "priority": "urgent"},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
+
+
 # --- warm Lambda containers -------------------------------------------------------------------
 
 
@@ -498,6 +605,115 @@ def test_malformed_requests_are_clear_4xx_never_500(dev_server: str):
         assert response.status_code == status, (label, response.status_code, response.text)
     unknown = cases["unknown method"][0].json()
     assert unknown["error"]["code"] == -32601
+
+
+MARKER = "SECRET-TEXT-7f3a"
+
+
+def assert_small_json_rpc_error(response: Any, status: int, code: int, label: str) -> None:
+    """A JSON-RPC error object in a JSON body of at most 1 KiB that echoes nothing."""
+    assert response.status_code == status, (label, response.status_code, response.text)
+    assert response.headers["content-type"] == "application/json", label
+    raw = response.content if hasattr(response, "content") else response.text.encode()
+    assert len(raw) <= 1024, (label, len(raw))
+    assert MARKER not in response.text, (label, response.text)
+    body = response.json()
+    assert body["jsonrpc"] == "2.0" and set(body) == {"jsonrpc", "id", "error"}, label
+    assert body["error"]["code"] == code, (label, body)
+    assert set(body["error"]) == {"code", "message"}, label
+
+
+def test_errors_are_small_json_rpc_objects_that_echo_nothing(dev_server: str):
+    client = LambdaClient(mcp_app().handler)
+    headers = _authorized()
+    as_json = {**headers, "content-type": "application/json"}
+    big = "x" * 70_000
+    cases: dict[str, tuple[Any, int, int]] = {
+        "batch array": (
+            client.post(
+                "/mcp",
+                json=[_rpc("tools/call", {"name": "add_task", "arguments": {"title": MARKER}})],
+                headers=headers,
+            ),
+            400,
+            -32600,
+        ),
+        "not json": (client.post("/mcp", content=f"{{{MARKER}", headers=as_json), 400, -32700),
+        "not json-rpc": (client.post("/mcp", json={"hello": MARKER}, headers=headers), 400, -32600),
+        "unknown method": (
+            client.post("/mcp", json=_rpc(f"tasks/{MARKER}"), headers=headers),
+            200,
+            -32601,
+        ),
+        "invalid params": (
+            client.post(
+                "/mcp", json=_rpc("tools/call", {"arguments": {"title": MARKER}}), headers=headers
+            ),
+            200,
+            -32602,
+        ),
+        "a string id that is too long": (
+            client.post(
+                "/mcp", json={**_rpc(f"tasks/{MARKER}"), "id": MARKER * 10}, headers=headers
+            ),
+            200,
+            -32601,
+        ),
+        "body over 64 KiB": (
+            client.post(
+                "/mcp", json=_rpc("tools/call", {"name": MARKER, "x": big}), headers=headers
+            ),
+            413,
+            -32600,
+        ),
+        "body over 1 MiB": (
+            client.post("/mcp", content=MARKER + "x" * (1024 * 1024 + 1), headers=as_json),
+            413,
+            -32600,
+        ),
+        "wrong content type": (
+            client.post(
+                "/mcp",
+                content=json.dumps(_rpc(f"tasks/{MARKER}")),
+                headers={**headers, "content-type": "text/plain"},
+            ),
+            400,
+            -32600,
+        ),
+        "no accept": (
+            client.post(
+                "/mcp", json=_rpc(f"tasks/{MARKER}"), headers={**headers, "accept": "text/html"}
+            ),
+            406,
+            -32600,
+        ),
+        "foreign origin": (
+            client.post(
+                "/mcp",
+                json=_rpc("tools/list"),
+                headers={**headers, "origin": f"https://{MARKER}.example"},
+            ),
+            403,
+            -32600,
+        ),
+        "foreign host": (
+            httpx.post(
+                f"{dev_server}/mcp",
+                json=_rpc(f"tasks/{MARKER}"),
+                headers={**headers, "host": "localhost.evil.example"},
+                timeout=10,
+            ),
+            421,
+            -32600,
+        ),
+        "get": (httpx.get(f"{dev_server}/mcp", headers=headers, timeout=10), 405, -32600),
+    }
+    for label, (response, status, code) in cases.items():
+        assert_small_json_rpc_error(response, status, code, label)
+    # And an error keeps a request's numeric id, as JSON-RPC wants; a long string id is dropped
+    assert cases["unknown method"][0].json()["id"] == 1
+    assert cases["a string id that is too long"][0].json()["id"] is None
+    assert cases["batch array"][0].json()["id"] is None
 
 
 # --- cold start ---------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from todo_backend.core.errors import AuthenticationError, DomainError
 from todo_backend.core.observability import instrumented
 from todo_backend.core.settings import get_settings
 from todo_backend.core.snapstart import register as register_snapstart
-from todo_backend.mcp.errors import JsonRpcErrors
+from todo_backend.mcp.errors import JsonRpcErrors, with_json_rpc_oversized
 from todo_backend.mcp.server import (
     MCP_PATH,
     METADATA_PATH,
@@ -145,5 +145,5 @@ for path, operation in (
 # Outermost: it sees what the body limit, CORS and the SDK answer at /mcp.
 app.add_middleware(JsonRpcErrors, path=MCP_PATH)
 
-handler = instrumented(Mangum(app, lifespan="off"))
+handler = with_json_rpc_oversized(instrumented(Mangum(app, lifespan="off")), MCP_PATH)
 register_snapstart(app, warm_mcp_routes)

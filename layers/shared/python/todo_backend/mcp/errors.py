@@ -15,9 +15,13 @@ Headers are kept (CORS, `Allow`, `Retry-After`) but the body's length and type.
 """
 
 import json
+import re
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from todo_backend.core.observability import logger
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -49,14 +53,16 @@ HTTP_ERRORS: dict[int, tuple[int, str]] = {
 }
 # Ids sent back in errors: JSON-RPC wants the request's own, but not an arbitrary string of it.
 ID_MAX_CHARS = 64
-# Error responses are small; anything past this is not read into memory to be rewritten.
-JSON_RPC_ERROR_MAX_BYTES = 1024
+# What is kept of an error body to be rewritten: its code is at the start.
+ERROR_HEAD_BYTES = 256
 
 
-def http_error(status: int, sdk_code: int | None = None) -> dict[str, Any]:
-    """The JSON-RPC error body of an HTTP error status (`sdk_code`: what the SDK's body said)."""
-    if status == 400 and sdk_code == PARSE_ERROR:
+def http_error(status: int, head: bytes = b"") -> dict[str, Any]:
+    """The JSON-RPC error body of an HTTP error status (`head`: the start of the answer's body)."""
+    if status == 400 and _sdk_code(head) == PARSE_ERROR:
         code, message = PARSE_ERROR, "Parse error: the body is not JSON"
+    elif status == 400 and head.startswith(b"Invalid Content-Type"):
+        code, message = HTTP_ERRORS[415]
     elif status >= 500 and status not in HTTP_ERRORS:
         code, message = INTERNAL_ERROR, "Internal error"
     else:
@@ -88,12 +94,13 @@ def rpc_error(answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _sdk_code(body: bytes) -> int | None:
-    try:
-        code = json.loads(body)["error"]["code"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return code if isinstance(code, int) else None
+_CODE = re.compile(rb'"error"\s*:\s*\{\s*"code"\s*:\s*(-?\d{1,6})')
+
+
+def _sdk_code(head: bytes) -> int | None:
+    """The JSON-RPC code at the start of the SDK's error body (its message may be long)."""
+    found = _CODE.search(head)
+    return int(found.group(1)) if found else None
 
 
 def _rewritten_error(body: bytes) -> bytes | None:
@@ -164,12 +171,37 @@ class JsonRpcErrors:
             status = start["status"]
             headers = list(start.get("headers", ()))
             if status >= 400:
-                body = _dumps(
-                    http_error(status, _sdk_code(bytes(buffered[:JSON_RPC_ERROR_MAX_BYTES])))
-                )
+                body = _dumps(http_error(status, bytes(buffered)))
             else:
                 body = _rewritten_error(bytes(buffered)) or bytes(buffered)
             await send({**start, "headers": _headers_for(headers, body)})
             await send({"type": "http.response.body", "body": body, "more_body": False})
 
-        await self.app(scope, receive, rewrite)
+        try:
+            await self.app(scope, receive, rewrite)
+        except Exception:
+            # What the app's own 500 handler would log; its answer would not be JSON-RPC.
+            if start is not None or passing:
+                raise
+            logger.exception("unhandled error")
+            body = _dumps(http_error(500))
+            headers = _headers_for([], body)
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def with_json_rpc_oversized(handler: LambdaHandler, path: str) -> LambdaHandler:
+    """The Lambda handler, whose 413 for an event body over the app's limit (answered before the
+    app runs, see `core.observability.instrumented`) is a JSON-RPC error at `path` too."""
+
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        response = handler(event, context)
+        if response.get("statusCode") == 413 and event.get("rawPath") == path:
+            body = _dumps(http_error(413)).decode()
+            response = {**response, "headers": {"content-type": "application/json"}, "body": body}
+        return response
+
+    return lambda_handler

@@ -250,7 +250,8 @@ def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
         if "$ref" in node:
             return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
         return {
-            key: inline(value)
+            # Under "properties" the keys are field names (a field may be called "title").
+            key: {k: inline(v) for k, v in value.items()} if key == "properties" else inline(value)
             for key, value in node.items()
             if key not in {"title", "$defs", "default"}
         }
