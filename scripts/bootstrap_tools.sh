@@ -32,3 +32,15 @@ if command -v npm >/dev/null 2>&1 &&
     npm install --no-audit --no-fund --prefix .local/node $NODE_PACKAGES
   echo "$NODE_PACKAGES" > .local/node/.packages
 fi
+
+# A real Better Auth server (JWT and OAuth provider plugins) for the MCP OAuth tests
+# (tests/test_mcp_oauth.py), installed from its lock file; again when the lock changes.
+if command -v npm >/dev/null 2>&1; then
+  lock_digest=$(sha256sum tests/better_auth/package-lock.json | cut -d' ' -f1)
+  if [ "$(cat tests/better_auth/node_modules/.lock-digest 2>/dev/null)" != "$lock_digest" ]; then
+    with_progress "installing Better Auth into tests/better_auth (package-lock.json)" \
+      .local/logs/npm-better-auth.log \
+      npm ci --no-audit --no-fund --prefix tests/better_auth
+    echo "$lock_digest" > tests/better_auth/node_modules/.lock-digest
+  fi
+fi
