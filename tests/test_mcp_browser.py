@@ -1,7 +1,8 @@
-"""A real browser: headless Chromium (Debian's `chromium`, driven by playwright-core with that
-executable) loads a page from another origin that runs the official MCP TypeScript client against
-the local app (`make dev`'s, CORS_ORIGINS naming the page's origin), reads the 401's challenge,
-lists and calls tools (API.md, third wave, "Browser MCP clients").
+"""Official MCP clients against the local app (`make dev`'s, CORS_ORIGINS naming a page's origin):
+a real browser, headless Chromium (Debian's `chromium`, driven by playwright-core with that
+executable), loads a page from another origin that runs the official MCP TypeScript client, reads
+the 401's challenge, lists and calls tools (API.md, third wave, "Browser MCP clients"); and the
+MCP Inspector CLI lists the tools, with its schema portability checks (`--strict`).
 
 The npm packages are pinned by tests/browser/package-lock.json and installed, with the browser,
 by scripts/bootstrap_tools.sh; without them the test says how to install them and skips."""
@@ -47,8 +48,6 @@ def page_port() -> int:
 @pytest.fixture(scope="module")
 def api(page_port: int) -> Iterator[str]:
     """The local app as `make dev` serves it, in its own process (CORS is set at start-up)."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium is not installed; {INSTALL_HINT}")
     if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
         pytest.skip(f"the browser test's npm packages are not installed; {INSTALL_HINT}")
     port = free_port()
@@ -85,6 +84,8 @@ def api(page_port: int) -> Iterator[str]:
 def test_a_page_on_another_origin_uses_the_tools_with_the_typescript_client(
     api: str, page_port: int
 ):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium is not installed; {INSTALL_HINT}")
     # Given a page on http://127.0.0.1:<page port>, an allowed front-end origin, and a user's token
     user = new_user_id()
     result = subprocess.run(
@@ -115,3 +116,40 @@ def test_a_page_on_another_origin_uses_the_tools_with_the_typescript_client(
     assert {"add_task", "list_tasks", "delete_task"} <= set(used["tools"])
     assert used["added"]["title"] == "From a browser"
     assert [task["title"] for task in used["listed"]["tasks"]] == ["From a browser"]
+
+
+def test_the_mcp_inspector_cli_lists_and_calls_the_tools(api: str, tmp_path: Path):
+    inspector = BROWSER_DIR / "node_modules" / ".bin" / "mcp-inspector"
+    token = make_token(new_user_id())
+
+    def inspect(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(inspector),
+                "--cli",
+                f"{api}/mcp",
+                "--transport",
+                "http",
+                "--header",
+                f"Authorization: Bearer {token}",
+                *arguments,
+            ],
+            # Its catalog and settings go under HOME: a throwaway one.
+            env={**os.environ, "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    # When the Inspector lists the tools, with its schema portability checks, and calls one
+    listed = inspect("--method", "tools/list", "--strict")
+    called = inspect(
+        "--method", "tools/call", "--tool-name", "add_task", "--tool-arg", "title=Inspected"
+    )
+    # Then it finds every tool, no portability error, and the call's structured result
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    tools = {tool["name"]: tool for tool in json.loads(listed.stdout)["tools"]}
+    assert {"add_task", "list_tasks", "complete_task", "update_task", "delete_task"} <= set(tools)
+    assert all(tool["title"] and tool["outputSchema"] for tool in tools.values())
+    assert called.returncode == 0, called.stderr[-3000:]
+    assert json.loads(called.stdout)["structuredContent"]["title"] == "Inspected"
