@@ -116,6 +116,9 @@ def test_a_page_on_an_allowed_origin_can_use_mcp_locally():
         ("https://todo.example.com,http://localhost:3000", "http://localhost:3000", 200),
         ("https://todo.example.com", "https://evil.example.com", 403),
         ("https://todo.example.com", "https://todo.example.com.evil.example", 403),
+        # Deployed, a local page is admitted only when the stack allows it
+        ("https://todo.example.com", "http://localhost:3000", 403),
+        ("", "http://localhost:3000", 403),
         ("*", "https://anyone.example", 200),
     ],
 )

@@ -159,15 +159,20 @@ def transport_security(
     scope: Scope, extra_origins: list[str], public_url: str | None = None
 ) -> TransportSecuritySettings:
     """Host and Origin checks: the local names, the public origin, the API Gateway host of this
-    invocation, and the front ends' origins (`*` among them: any origin, as CORS allows)."""
+    invocation, and the front ends' origins (`*` among them: any origin, as CORS allows).
+
+    Deployed (a non-local API Gateway host), a page on a local origin is a front end like any
+    other: admitted only when the stack allows it (AllowedOrigins), as CORS does."""
+    domain = api_gateway_host(scope)
+    deployed = domain is not None and not is_local_host(urlsplit(f"//{domain}").hostname)
     hosts = list(LOCAL_ALLOWED_HOSTS)
-    origins = [*LOCAL_ALLOWED_ORIGINS, *(o.rstrip("/") for o in extra_origins if o != "*")]
+    origins = [] if deployed else list(LOCAL_ALLOWED_ORIGINS)
+    origins += [origin.rstrip("/") for origin in extra_origins if origin != "*"]
     if "*" in extra_origins and (origin := _request_origin(scope)) is not None:
         origins.append(origin)
     if public_url is not None:
         hosts.append(urlsplit(public_url).netloc)
         origins.append(public_url)
-    domain = api_gateway_host(scope)
     if domain is not None:
         hosts.append(domain)
         origins.append(f"https://{domain}")
