@@ -28,7 +28,7 @@ from starlette.datastructures import URLPath
 from starlette.routing import BaseRoute, Match, compile_path, get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from todo_backend.core.auth import get_token_verifier
+from todo_backend.core.auth import SESSION_ROUTES, Principal, RouteAudience, get_token_verifier
 from todo_backend.core.db import Database, get_database
 from todo_backend.core.errors import (
     AuthenticationError,
@@ -276,6 +276,15 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+# CORS, the one list: the local app answers it with these, and in AWS API Gateway does, from the
+# template's `x-amazon-apigateway-cors` (tests/test_cors.py fails when the two differ). Browser MCP
+# clients send MCP-Protocol-Version after initialize, and read a 401's WWW-Authenticate.
+CORS_ALLOW_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+CORS_ALLOW_HEADERS = ("authorization", "content-type", "idempotency-key", "mcp-protocol-version")
+CORS_EXPOSE_HEADERS = ("location", "retry-after", "www-authenticate")
+CORS_MAX_AGE_SECONDS = 600
+
+
 def create_app(title: str, description: str) -> FastAPI:
     """A FastAPI app with the shared error mapping and CORS; routes are added by the function."""
     settings = get_settings()
@@ -288,22 +297,28 @@ def create_app(title: str, description: str) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Location", "Retry-After"],
-            max_age=600,
+            allow_methods=list(CORS_ALLOW_METHODS),
+            allow_headers=list(CORS_ALLOW_HEADERS),
+            expose_headers=list(CORS_EXPOSE_HEADERS),
+            max_age=CORS_MAX_AGE_SECONDS,
         )
     return app
 
 
 def authenticate(authorization: str | None) -> str:
-    """The token's `sub`; 401 with `WWW-Authenticate: Bearer` for anything else."""
+    """The token's `sub`; 401 with `WWW-Authenticate: Bearer` for anything else (a token issued
+    for the MCP resource included)."""
+    return authorize(authorization, SESSION_ROUTES).subject
+
+
+def authorize(authorization: str | None, route: RouteAudience) -> Principal:
+    """Who the bearer token speaks for at a route with these audience rules, and its scopes."""
     if authorization is None:
         raise AuthenticationError("Not authenticated")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError("Not authenticated")
-    return get_token_verifier().verify(token.strip())
+    return get_token_verifier().authorize(token.strip(), route)
 
 
 bearer = HTTPBearer(auto_error=False, description="A JWT issued by Better Auth")
