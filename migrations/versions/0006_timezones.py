@@ -1,7 +1,7 @@
 """user settings (time zone), all-day due dates
 
 Revision ID: 0006_timezones
-Revises: 0009_pending_actions_undo
+Revises: 0008_user_data
 Create Date: 2026-12-03 18:20:00
 
 Expand only: a new table, three columns with defaults the running release never needs to write,
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_timezones"
-down_revision: str | None = "0009_pending_actions_undo"
+down_revision: str | None = "0008_user_data"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
