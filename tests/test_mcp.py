@@ -310,6 +310,7 @@ def test_a_result_that_breaks_its_schema_would_be_caught():
         "completed": False,
         "recurrence": None,
         "remind_at": None,
+        "all_day": False,
     }
     jsonschema.validate(good, schema)
     for broken in (

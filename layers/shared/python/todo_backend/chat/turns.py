@@ -310,8 +310,6 @@ class Claim(NamedTuple):
     records: list[dict[str, Any]]
     response: dict[str, Any] | None
     busy_seconds: int | None
-    # Whether the daily quota let the turn run (false: over quota).
-    counted: bool
     # This attempt's id: the holder of the user's lease while the turn runs (`finish` ends it).
     attempt_id: uuid.UUID
     # For `occupied`: when the running turn should be done (its budget's end; once past it, when
@@ -391,7 +389,6 @@ def claim(
         records=list(row["records"] or []),
         response=row["response"],
         busy_seconds=row["busy_seconds"],
-        counted=row["counted"],
         timezone=row["timezone"],
         attempt_id=attempt_id,
         lease_seconds=row["lease_seconds"],
