@@ -244,7 +244,11 @@ def _content_length(scope: Scope) -> int | None:
 def create_app(title: str, description: str) -> FastAPI:
     """A FastAPI app with the shared error mapping and CORS; routes are added by the function."""
     settings = get_settings()
-    app = FastAPI(title=title, description=description, version="1.0.0")
+    # No /docs or /redoc here: FastAPI's pages load Swagger UI from a CDN, and API Gateway routes
+    # neither; `make dev` serves the whole API's page with local assets (scripts/local_app.py).
+    app = FastAPI(
+        title=title, description=description, version="1.0.0", docs_url=None, redoc_url=None
+    )
     app.router.route_class = AuthenticatedRoute
     app.openapi = _documented(app)  # type: ignore[method-assign]
     install_error_handlers(app)
