@@ -48,9 +48,8 @@ TAGS_MAX = 10
 TAG_MAX = 30
 IDEMPOTENCY_KEY_MAX = 255
 FINGERPRINT_LENGTH = 64
-# Checked before any item or field is validated, so a huge list or object fails fast with one
-# error instead of one per item (duplicates are allowed in a tags list, hence more than TAGS_MAX).
-TAGS_INPUT_MAX = 100
+# Checked before any field is validated, so a huge object fails fast with one error instead of
+# one per key.
 FIELDS_INPUT_MAX = 32
 
 
@@ -120,16 +119,15 @@ def _lower_tag(tag: str) -> str:
 
 
 def _cap_tags_input(value: Any) -> Any:
-    if isinstance(value, (list, tuple)) and len(value) > TAGS_INPUT_MAX:
-        raise ValueError(f"at most {TAGS_MAX} distinct tags ({len(value)} items sent)")
+    # Before any item is validated, so a huge list fails fast with one error instead of one per
+    # item. Duplicates count: the document's `maxItems`, which JSON Schema counts so.
+    if isinstance(value, (list, tuple)) and len(value) > TAGS_MAX:
+        raise ValueError(f"at most {TAGS_MAX} tags ({len(value)} sent)")
     return value
 
 
 def _normalize_tags(tags: list[str]) -> list[str]:
-    unique = list(dict.fromkeys(tags))
-    if len(unique) > TAGS_MAX:
-        raise ValueError(f"at most {TAGS_MAX} distinct tags")
-    return unique
+    return list(dict.fromkeys(tags))
 
 
 def parse_due_date(value: Any) -> Any:
@@ -172,7 +170,12 @@ Tag = Annotated[
     AfterValidator(_lower_tag),
     _NOT_BLANK,
 ]
-Tags = Annotated[list[Tag], BeforeValidator(_cap_tags_input), AfterValidator(_normalize_tags)]
+Tags = Annotated[
+    list[Tag],
+    BeforeValidator(_cap_tags_input),
+    AfterValidator(_normalize_tags),
+    Field(json_schema_extra={"maxItems": TAGS_MAX}),
+]
 DueDate = Annotated[datetime, BeforeValidator(parse_due_date)]
 # What the API returns: always UTC, whatever the database session's time zone.
 UtcDateTime = Annotated[datetime, AfterValidator(lambda value: value.astimezone(UTC))]
