@@ -323,8 +323,13 @@ def _change(
 
 
 def _contains_text(column: Any, text: Any) -> ColumnElement[bool]:
-    """Case-insensitive substring test, with no pattern characters to escape (unlike ILIKE)."""
-    return func.strpos(func.lower(column), func.lower(text)) > 0
+    """Case-insensitive substring test: `lower(column) LIKE '%<text>%'` with the text's pattern
+    characters escaped (it matches exactly what `strpos` would), a form the trigram indexes on
+    `lower(title)` and `lower(description)` serve."""
+    escaped = func.lower(text)
+    for special in ("\\", "%", "_"):
+        escaped = func.replace(escaped, special, "\\" + special)
+    return func.lower(column).like(func.concat("%", escaped, "%"), escape="\\")
 
 
 def _filters(user_id: Any, query: TaskListQuery) -> list[ColumnElement[bool]]:
