@@ -180,6 +180,11 @@ def _task_json_of(source: str) -> ColumnElement[Any]:
     return literal_column(str(compiled))
 
 
+def task_json_sql(source: str) -> str:
+    """`task_json` of the rows of CTE `source`, as SQL text for statements written as text."""
+    return _task_json_of(source).name
+
+
 def _detail_type(changed: Any, kind: ChangeKind) -> ColumnElement[str]:
     if kind == "updated":
         # completed_at is set to now() only when a task becomes completed (it is kept otherwise).
