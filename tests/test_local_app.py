@@ -16,6 +16,8 @@ SAMPLE_PARAMETERS = {
     "task_id": "7",
     "user_id": "alice",
     "conversation_id": "0b5f3c1e-8f2e-4c59-9d7a-3f0a1d2b4c5e",
+    "action_id": "5d2a9c4e-1b3f-4e6a-8c7d-9e0f1a2b3c4d",
+    "turn_id": "7e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b",
 }
 
 
