@@ -192,8 +192,12 @@ Tags = Annotated[
     AfterValidator(_normalize_tags),
     Field(json_schema_extra={"maxItems": TAGS_MAX}),
 ]
-    WithJsonSchema,
-    field_validator,
+# A date is all-day; a naive date-time is local (resolved by the service in the user's zone).
+DueDate = Annotated[
+    datetime | date,
+    BeforeValidator(parse_due_date),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 # What the API returns: always UTC, whatever the database session's time zone.
 UtcDateTime = Annotated[datetime, AfterValidator(lambda value: value.astimezone(UTC))]
 SearchText = Annotated[
