@@ -614,3 +614,17 @@ def test_a_time_zone_header_costs_one_statement_once_per_container_and_user(
         tasks_api.get("/api/tasks", headers=headers)
     # Then the first stored the zone with one statement of its own, the second needed none
     assert (len(first), len(second)) == (2, 1)
+
+
+def test_export_carries_the_zone_and_the_user_s_offsets_and_erase_forgets_the_zone(tasks_api, user):
+    # Given a user in Kolkata with a task
+    set_zone(tasks_api, user, "Asia/Kolkata")
+    task = create(tasks_api, user, due_date="2027-05-01T09:00:00")
+    # When they export their data
+    exported = tasks_api.get(f"/api/{user.id}/export", headers=user.headers).json()
+    # Then the settings name the zone and the task is as the API returns it
+    assert exported["settings"] == {"timezone": "Asia/Kolkata"}
+    assert exported["tasks"] == [task]
+    # When they erase their data, the zone goes too
+    assert tasks_api.delete(f"/api/{user.id}/data", headers=user.headers).status_code == 204
+    assert tasks_api.get("/api/settings", headers=user.headers).json() == {"timezone": "UTC"}

@@ -44,6 +44,7 @@ COVERAGE = {
         "it is in the conversation's messages",
     ),
     "chat_undos": (ERASED, "not exported: an undo's stored answer; its changes are in the tasks"),
+    "user_settings": (ERASED, "exported (as `settings`: the time zone)"),
     "chat_usage": (
         "earlier days erased; today's kept: erasing does not reset a quota",
         "not exported: counters, shown by GET .../chat/usage",
@@ -168,9 +169,11 @@ def rows_per_table(database: Any, tables: dict[str, str], user_id: str) -> dict[
 
 
 def seed(tasks_api: Any, chat_api: Any, fake_cohere: Any, database: Any, user: Any) -> dict:
-    """Tasks, a changed and a completed one, a conversation whose turn added a task with a tool
-    (then undone) and whose next turn asked to delete one (waiting for confirmation), and
-    yesterday's chat usage: a row in every table that holds user data."""
+    """A time zone, tasks, a changed and a completed one, a conversation whose turn added a task
+    with a tool (then undone) and whose next turn asked to delete one (waiting for
+    confirmation), and yesterday's chat usage: a row in every table that holds user data."""
+    zone = tasks_api.put("/api/settings", json={"timezone": "Europe/Berlin"}, headers=user.headers)
+    assert zone.status_code == 200, zone.text
     created = [
         tasks_api.post("/api/tasks", json={"title": title}, headers=user.headers).json()
         for title in ("Buy milk", "Call mum")
