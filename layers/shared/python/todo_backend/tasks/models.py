@@ -349,11 +349,19 @@ RECURRING_NEEDS_DUE_DATE = {
     "then": {"properties": {"due_date": {"type": "string"}}, "required": ["due_date"]},
 }
 
+# An all-day task needs a due date (service.resolve_dates), as the document says it.
+ALL_DAY_NEEDS_DUE_DATE = {
+    "if": {"properties": {"all_day": {"const": True}}, "required": ["all_day"]},
+    "then": RECURRING_NEEDS_DUE_DATE["then"],
+}
+
 
 class TaskCreate(StrictModel):
     """Body of POST (and, as a full replacement, PUT): omitted fields take their defaults."""
 
-    model_config = ConfigDict(json_schema_extra=RECURRING_NEEDS_DUE_DATE)
+    model_config = ConfigDict(
+        json_schema_extra={"allOf": [RECURRING_NEEDS_DUE_DATE, ALL_DAY_NEEDS_DUE_DATE]}
+    )
 
     title: Title
     description: Description | None = None
@@ -400,11 +408,17 @@ class TaskUpdate(StrictModel):
     # Checked when both are sent; a recurrence sent alone needs the task's own due date.
     model_config = ConfigDict(
         json_schema_extra={
-            "if": {
-                "properties": {"recurrence": {"type": "string"}},
-                "required": ["recurrence", "due_date"],
-            },
-            "then": RECURRING_NEEDS_DUE_DATE["then"],
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"recurrence": {"type": "string"}},
+                        "required": ["recurrence", "due_date"],
+                    },
+                    "then": RECURRING_NEEDS_DUE_DATE["then"],
+                },
+                # all_day: true needs the due date in the same PATCH.
+                ALL_DAY_NEEDS_DUE_DATE,
+            ]
         }
     )
 
