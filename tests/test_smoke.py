@@ -172,3 +172,18 @@ def test_a_token_that_is_not_a_jwt_fails_before_creating_anything(api_url):
     assert result.returncode == 1
     assert "FAIL  TOKEN is not a JWT with a `sub` claim" in result.stdout
     assert "POST /api/tasks" not in result.stdout
+
+
+def test_the_deploy_workflow_smoke_tests_the_stack_it_just_deployed():
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "deploy.yml").read_text())
+    steps = workflow["jobs"]["deploy"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    [deploy] = [i for i, run in enumerate(runs) if "sam deploy" in run]
+    [smoke] = [i for i, run in enumerate(runs) if "make smoke" in run]
+    # After the deploy, on the stack's own URL, with the test account's token when there is one
+    assert smoke > deploy
+    assert 'make smoke API_URL="$url"' in runs[smoke]
+    assert "describe-stacks --stack-name todo-backend-prod" in runs[smoke]
+    assert steps[smoke]["env"] == {"TOKEN": "${{ secrets.SMOKE_TOKEN }}"}
