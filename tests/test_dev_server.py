@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from scripts.dev_database import pid_alive, repair_handles, running_postmaster
+from tests.support.progress import Waiting
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_SECONDS = 120
@@ -80,7 +81,9 @@ class DevServer:
 
     def wait_until_serving(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        waiting = Waiting("dev server starting")
         while time.monotonic() < deadline:
+            waiting.tick()
             assert self.process.poll() is None, self.output()
             try:
                 with urllib.request.urlopen(
@@ -106,7 +109,9 @@ class DevServer:
 
     def wait_until_all_stopped(self, postmaster: int) -> None:
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        waiting = Waiting("dev server stopping")
         while time.monotonic() < deadline:
+            waiting.tick()
             if not pid_alive(postmaster) and port_is_free(self.port):
                 return
             time.sleep(0.2)
