@@ -39,9 +39,10 @@ openapi:  ## write openapi.json (the whole API) from the functions' apps
 sam-local:  ## the functions in Lambda containers: sam local start-api against the local database (Docker)
 	scripts/sam_local.sh
 
-bench:  ## benchmark table: cold start, warm latency, SQL round trips, sizes (not part of tests)
+bench:  ## benchmark tables: cold start, warm latency, round trips, sizes, reads at scale (not tests)
 	scripts/bootstrap.sh
 	PYTHONPATH=.:layers/shared/python .venv/bin/python -m benchmarks.bench $(ARGS)
+	PYTHONPATH=.:layers/shared/python .venv/bin/python -m benchmarks.scale
 
 lock:  ## refresh every lock file from the requirements files (ARGS=--upgrade for newer versions)
 	scripts/bootstrap.sh

@@ -20,7 +20,13 @@ def run_migrations() -> None:
     engine = create_database_engine(url, autocommit=False)
     try:
         with engine.connect() as connection:
-            context.configure(connection=connection, target_metadata=target_metadata)
+            # One transaction per migration: a migration may leave its transaction for an
+            # autocommit block (CREATE INDEX CONCURRENTLY on a table of millions).
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                transaction_per_migration=True,
+            )
             with context.begin_transaction():
                 context.run_migrations()
     finally:

@@ -54,6 +54,8 @@ def test_first_request_sends_system_prompt_tools_and_the_message(chat_api, fake_
     assert request.model == "command-a-03-2025"
     assert request.header("authorization") == f"Bearer {TEST_API_KEY}"
     assert request.json["stream"] is False
+    # ... in strict mode: the model's arguments follow the schemas
+    assert request.json["strict_tools"] is True
     # ... a system prompt naming today's UTC date, then the user's message
     system, message = request.messages
     assert system["role"] == "system"
@@ -72,11 +74,11 @@ def test_first_request_sends_system_prompt_tools_and_the_message(chat_api, fake_
         required[tool["function"]["name"]] = parameters["required"]
     assert required == {
         "add_task": ["title"],
-        "list_tasks": [],
+        "list_tasks": ["status"],
         "complete_task": ["task_id"],
         "delete_task": ["task_id"],
         "update_task": ["task_id"],
-        "get_stats": [],
+        "get_stats": ["scope"],
     }
     # And the model's text is the response, with no tool calls
     assert body["response"] == "Hello! How can I help with your tasks?"
@@ -110,12 +112,21 @@ def test_response_body_has_the_documented_shape(chat_api, fake_cohere, user):
         f"/api/{user.id}/chat", json={"message": "Add water plants"}, headers=user.headers
     )
 
-    # Then the body is exactly conversation_id, response and this turn's tool calls in order
+    # Then the body is exactly conversation_id, turn_id, response, this turn's tool calls in
+    # order and its pending actions (none)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
-    assert set(body) == {"conversation_id", "response", "tool_calls"}
+    assert set(body) == {
+        "conversation_id",
+        "turn_id",
+        "response",
+        "tool_calls",
+        "pending_actions",
+    }
     assert is_uuid(body["conversation_id"])
+    assert is_uuid(body["turn_id"])
+    assert body["pending_actions"] == []
     assert body["response"] == "Added 'Water plants'. You have 1 pending task."
     assert [call["name"] for call in body["tool_calls"]] == ["add_task", "list_tasks"]
     for call in body["tool_calls"]:
@@ -253,7 +264,7 @@ def test_delete_the_meeting_task_in_two_steps(chat_api, fake_cohere, user, task_
             ("delete_task", {"task_id": meeting.id}, "delete_task_meeting"),
             tool_plan="I found it; I will delete it.",
         ),
-        text_reply("Deleted 'Prepare team meeting'."),
+        text_reply("Confirm to delete 'Prepare team meeting'."),
     )
 
     # When the user asks to delete it by name
@@ -265,9 +276,20 @@ def test_delete_the_meeting_task_in_two_steps(chat_api, fake_cohere, user, task_
     assert listed["arguments"] == {"q": "meeting"}
     assert listed["result"]["total"] == 1
     assert listed_ids(listed["result"]) == [meeting.id]
-    # ... then deleted it, and it is gone while the other task stays
+    # ... then asked to delete it: the user is asked to confirm, nothing is deleted yet
     assert deleted["name"] == "delete_task"
-    assert deleted["result"] == {
+    assert deleted["result"]["status"] == "awaiting_confirmation"
+    assert deleted["result"]["task_id"] == meeting.id
+    [pending] = body["pending_actions"]
+    assert pending["id"] == deleted["result"]["action_id"]
+    assert pending["summary"] == 'Delete "Prepare team meeting"'
+    assert task_row(database, meeting.id) is not None
+    # ... until the user confirms: then it is gone while the other task stays
+    confirmed = chat_api.post(
+        f"/api/{user.id}/chat/actions/{pending['id']}/confirm", headers=user.headers
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["result"] == {
         "task_id": meeting.id,
         "status": "deleted",
         "title": "Prepare team meeting",

@@ -325,6 +325,68 @@ def test_orphan_tool_message_is_rejected_with_400(
     assert fake.pending == 1
 
 
+def many_fields_tool(name: str, fields: int) -> dict:
+    properties = {f"field_{index}": {"type": "string"} for index in range(fields)}
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": "A tool with many fields.",
+            "parameters": {"type": "object", "properties": properties, "required": ["field_0"]},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("tools", "problem"),
+    [
+        ([ADD_TODO_TOOL, LIST_TODOS_TOOL], "'list_todos'"),
+        ([many_fields_tool("a", 150), many_fields_tool("b", 51)], "at most 200 fields"),
+    ],
+    ids=["no-required-parameter", "201-fields"],
+)
+def test_strict_tools_rules_are_enforced_like_the_api(
+    fake: FakeCohere, client: cohere.ClientV2, tools: list, problem: str
+) -> None:
+    # Given a scripted reply that must not be consumed
+    fake.script(text_reply("unused"))
+
+    # When strict mode is asked for with tools it does not accept
+    with pytest.raises(BadRequestError) as caught:
+        client.chat(
+            model=MODEL,
+            messages=[user("hi")],
+            tools=tools,
+            strict_tools=True,
+            request_options=NO_RETRIES,
+        )
+
+    # Then the fake refuses it with 400, naming the problem, and keeps the reply
+    assert problem in caught.value.body["message"]
+    assert fake.pending == 1
+
+
+def test_strict_tools_accepts_tools_within_its_rules(
+    fake: FakeCohere, client: cohere.ClientV2
+) -> None:
+    # Given tools that each require a parameter, 200 fields in all
+    fake.script(text_reply("ok"))
+    tools = [many_fields_tool("a", 150), many_fields_tool("b", 48), ADD_TODO_TOOL]
+
+    # When strict mode is asked for
+    response = client.chat(
+        model=MODEL,
+        messages=[user("hi")],
+        tools=tools,
+        strict_tools=True,
+        request_options=NO_RETRIES,
+    )
+
+    # Then it answers, and the request said strict_tools
+    assert response.message.content[0].text == "ok"
+    assert fake.last_request.json["strict_tools"] is True
+
+
 # --------------------------------------------------------------------------------------------
 # Errors, retries and timeouts
 # --------------------------------------------------------------------------------------------

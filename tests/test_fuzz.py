@@ -93,6 +93,10 @@ UNDOCUMENTED_CONTRACT: dict[str, frozenset[int]] = {
     "GET /api/{user_id}/conversations/{conversation_id}/messages": frozenset({404}),
     "DELETE /api/{user_id}/conversations/{conversation_id}": frozenset({404}),
     "GET /api/{user_id}/chat/usage": frozenset(),
+    "POST /api/{user_id}/chat/actions/{action_id}/confirm": frozenset({404}),
+    "POST /api/{user_id}/chat/actions/{action_id}/cancel": frozenset({404}),
+    "POST /api/{user_id}/chat/turns/{turn_id}/undo": frozenset({404}),
+    "PATCH /api/{user_id}/conversations/{conversation_id}": frozenset({404}),
 }
 # Every task route is also served as /api/{user_id}/tasks... (403 is documented there).
 UNDOCUMENTED_CONTRACT |= {

@@ -21,7 +21,7 @@ from tests.test_deployment import TEMPLATE, load_cfn_yaml
 ROOT = Path(__file__).resolve().parents[1]
 NODE_BIN = ROOT / ".local" / "node" / "node_modules" / ".bin"
 TYPESCRIPT_SOURCES = ROOT / "tests" / "support" / "typescript"
-# As README says to generate a client's types: fields with a default are optional in a request.
+# As docs/API.md says to generate a client's types: fields with a default are optional in a request.
 GENERATE_CLIENT_TYPES = [
     str(NODE_BIN / "openapi-typescript"),
     str(OPENAPI_FILE),

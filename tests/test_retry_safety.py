@@ -1,5 +1,6 @@
-"""What the README's "Retries and Idempotency-Key" promises about repeating writes (issue 9 item 4):
-`{"completed": true}` is safe to repeat, the bare toggle is not, PUT/PATCH with values are."""
+"""What docs/reliability.md's "Retries and Idempotency-Key" promises about repeating writes
+(issue 9 item 4): `{"completed": true}` is safe to repeat, the bare toggle is not, PUT/PATCH with
+values are."""
 
 
 def test_explicit_completion_is_idempotent(tasks_api, user, task_factory):

@@ -3,7 +3,8 @@ workflow): the template declares the variables --env-vars sets, an empty one cou
 secret is fetched then), and the example file only sets declared variables.
 
 The end-to-end run needs a Docker-compatible engine and a PostgreSQL its containers can reach; it
-is .github/workflows/sam-local.yml, and locally `scripts/sam_local_smoke.sh` (see README).
+is .github/workflows/sam-local.yml, and locally `scripts/sam_local_smoke.sh` (see
+docs/development.md).
 """
 
 import json
@@ -206,7 +207,8 @@ def test_the_smoke_script_passes_against_a_docker_compatible_engine():
     if not database_url:
         pytest.skip(
             "SAM_LOCAL_SMOKE_DATABASE_URL is not set (a PostgreSQL URL, as this machine sees it, "
-            "whose server the engine's containers can reach; see README, make sam-local)"
+            "whose server the engine's containers can reach; see docs/development.md, "
+            "make sam-local)"
         )
     if shutil.which("docker") is None:
         pytest.skip("no docker CLI to talk to a Docker-compatible engine")

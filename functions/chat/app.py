@@ -15,14 +15,18 @@ from typing import Annotated
 from fastapi import Header, Query, status
 from mangum import Mangum
 
-from todo_backend.chat import conversations, turns
+from todo_backend.chat import actions, conversations, turns, undo
 from todo_backend.chat.assistant import run_turn
 from todo_backend.chat.models import (
+    ActionOutcome,
     ChatRequest,
     ChatResponse,
     ChatUsagePublic,
     ConversationPage,
+    ConversationPublic,
+    ConversationRename,
     MessagePage,
+    UndoResponse,
 )
 from todo_backend.chat.warmup import prepare_cohere, release_cohere, warm_chat_routes
 from todo_backend.core.api import (
@@ -67,6 +71,48 @@ def chat(
     return run_turn(db, user, body, idempotency_key)
 
 
+ACTION_ERRORS = {
+    **errors(403, 404),
+    409: {
+        "model": ErrorBody,
+        "description": "The action expired (15 minutes), or was settled the other way",
+    },
+}
+
+
+@router.post("/api/{user_id}/chat/actions/{action_id}/confirm", responses=ACTION_ERRORS)
+async def confirm_action(user: PathUser, db: DatabaseDep, action_id: uuid.UUID) -> ActionOutcome:
+    """Run an action the assistant asked for (e.g. a delete), exactly once: a repeat returns the
+    same body."""
+    return ActionOutcome.model_validate(actions.confirm(db, user, action_id))
+
+
+@router.post(
+    "/api/{user_id}/chat/actions/{action_id}/cancel",
+    responses=ACTION_ERRORS,
+    response_model_exclude_none=True,
+)
+async def cancel_action(user: PathUser, db: DatabaseDep, action_id: uuid.UUID) -> ActionOutcome:
+    """Cancel an action the assistant asked for; nothing is changed."""
+    return ActionOutcome.model_validate(actions.cancel(db, user, action_id))
+
+
+UNDO_ERRORS = {
+    **errors(403, 404),
+    409: {
+        "model": ErrorBody,
+        "description": "Tasks the turn changed have changed since (named); nothing was undone",
+    },
+    410: {"model": ErrorBody, "description": "The turn is more than 24 hours old"},
+}
+
+
+@router.post("/api/{user_id}/chat/turns/{turn_id}/undo", responses=UNDO_ERRORS)
+async def undo_turn(user: PathUser, db: DatabaseDep, turn_id: uuid.UUID) -> UndoResponse:
+    """Revert every task change of a turn (and of its confirmed actions), exactly once."""
+    return UndoResponse.model_validate(undo.undo(db, user, turn_id))
+
+
 @router.get("/api/{user_id}/chat/usage", responses=errors(403))
 async def chat_usage(user: PathUser, db: DatabaseDep) -> ChatUsagePublic:
     return turns.usage(db, get_settings(), user)
@@ -91,6 +137,13 @@ async def list_messages(
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> MessagePage:
     return conversations.list_messages(db, user, conversation_id, limit, offset)
+
+
+@router.patch("/api/{user_id}/conversations/{conversation_id}", responses=errors(403, 404))
+async def rename_conversation(
+    user: PathUser, db: DatabaseDep, conversation_id: uuid.UUID, body: ConversationRename
+) -> ConversationPublic:
+    return conversations.rename_conversation(db, user, conversation_id, body.title)
 
 
 @router.delete(

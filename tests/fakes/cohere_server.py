@@ -19,7 +19,9 @@ fails loudly instead of hanging. Any other path gets ``404``.
 With ``strict=True`` (the default) the fake also rejects, with ``400`` like the real API,
 request bodies that are structurally invalid: a missing ``model``, an empty or malformed
 ``messages`` list, or a ``tool`` message whose ``tool_call_id`` does not answer a tool call of
-an earlier assistant message. Such requests do not consume a scripted reply.
+an earlier assistant message. Such requests do not consume a scripted reply. With
+``strict_tools: true`` it also applies the real API's rules for strict mode: every tool needs at
+least one required parameter (each one declared), and all tools together at most 200 fields.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ _DEFAULT_ERROR_MESSAGES: dict[int, str] = {
 }
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+# Strict mode (`strict_tools: true`) accepts at most this many fields across all tools.
+STRICT_TOOLS_MAX_FIELDS = 200
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,6 +260,47 @@ class RecordedRequest:
         return self.headers.get(name.lower(), default)
 
 
+def _count_fields(schema: Any) -> int:
+    """The properties of a JSON schema, nested ones included (strict mode's "fields")."""
+    if isinstance(schema, list):
+        return sum(_count_fields(item) for item in schema)
+    if not isinstance(schema, dict):
+        return 0
+    properties = schema.get("properties")
+    own = len(properties) if isinstance(properties, dict) else 0
+    nested = sum(_count_fields(value) for key, value in schema.items() if key != "properties")
+    if isinstance(properties, dict):
+        nested += sum(_count_fields(value) for value in properties.values())
+    return own + nested
+
+
+def _validate_strict_tools(tools: Any) -> str | None:
+    """Strict mode's rules for the tools, as the real API applies them."""
+    if not isinstance(tools, list) or not tools:
+        return None
+    fields = 0
+    for tool in tools:
+        function = (tool or {}).get("function") or {}
+        name = function.get("name")
+        parameters = function.get("parameters") or {}
+        required = parameters.get("required") or []
+        properties = parameters.get("properties") or {}
+        if not required:
+            return (
+                f"invalid request: strict_tools requires at least one required parameter "
+                f"for tool {name!r}"
+            )
+        if any(parameter not in properties for parameter in required):
+            return f"invalid request: tool {name!r} requires a parameter it does not declare"
+        fields += _count_fields(parameters)
+    if fields > STRICT_TOOLS_MAX_FIELDS:
+        return (
+            f"invalid request: strict_tools supports at most {STRICT_TOOLS_MAX_FIELDS} fields "
+            f"across all tools, got {fields}"
+        )
+    return None
+
+
 def _validate_chat_body(body: Any) -> str | None:
     """Return an error message for a structurally invalid chat request, else ``None``."""
     if not isinstance(body, dict):
@@ -267,6 +312,10 @@ def _validate_chat_body(body: Any) -> str | None:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return "invalid request: messages must be a non-empty list"
+    if body.get("strict_tools") is True:
+        problem = _validate_strict_tools(body.get("tools"))
+        if problem is not None:
+            return problem
     known_call_ids: set[str] = set()
     for index, message in enumerate(messages):
         if not isinstance(message, dict):

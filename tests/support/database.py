@@ -37,9 +37,18 @@ def database_name(url: str) -> str:
     return parse_database_url(url).url.database or "postgres"
 
 
-def admin_connection(url: str) -> pg8000.native.Connection:
+_DEFAULT = object()
+
+
+def admin_connection(
+    url: str, timeout: float | object | None = _DEFAULT
+) -> pg8000.native.Connection:
+    """A plain connection; `timeout` (seconds per socket operation, None: none) overrides the
+    URL's connect timeout."""
     target = parse_database_url(url)
     args = {k: v for k, v in target.connect_args.items() if k != "startup_params"}
+    if timeout is not _DEFAULT:
+        args["timeout"] = timeout
     return pg8000.native.Connection(
         user=target.url.username or "postgres",
         password=target.url.password,

@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from todo_backend.chat import turns
+from sqlalchemy.exc import IntegrityError
+
+from todo_backend.chat import actions, turns
 from todo_backend.chat.bounds import TOOL_NAME_MAX, arguments_problem, bounded_result
 from todo_backend.chat.conversations import (
     FAILED_TURN_NOTE,
@@ -20,7 +22,12 @@ from todo_backend.chat.conversations import (
     encodable,
     settled,
 )
-from todo_backend.chat.models import ChatRequest, ChatResponse, ToolCallPublic
+from todo_backend.chat.models import (
+    ChatRequest,
+    ChatResponse,
+    PendingActionPublic,
+    ToolCallPublic,
+)
 from todo_backend.core.db import Database, DatabaseUnavailableError, WriteOutcomeUnknownError
 from todo_backend.core.errors import (
     DomainError,
@@ -36,6 +43,7 @@ from todo_backend.tasks.tools import (
     cohere_tool_definitions,
     execute_tool,
     parse_arguments,
+    validated_arguments,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +60,9 @@ STEP_LIMIT_NOTE = "I had to stop before finishing that request; please check you
 # A tool call starts only with this much of the budget left (the statement, then the reply).
 TOOL_CALL_RESERVE_SECONDS = 0.5
 CALL_ID_MAX = 200
+# Tools that the model only proposes: they run once the user confirms (chat/actions.py). Over
+# MCP they run at once (MCP clients ask their user, guided by `destructiveHint`).
+CONFIRMED_TOOLS = frozenset({"delete_task"})
 
 SYSTEM_PROMPT = """You are a helpful assistant that manages the user's to-do list.
 Today's date is {today} (UTC).
@@ -68,6 +79,8 @@ Rules:
 - Reminders: set remind_at to the moment to remind; "remind me an hour before" is the due_date
   minus one hour (e.g. due 2026-12-01T17:00:00Z gives remind_at 2026-12-01T16:00:00Z).
 - For counts and progress ("how am I doing?"), call get_stats.
+- delete_task does not delete: it asks the user to confirm in the app. Until they do, the task
+  still exists; say that the deletion waits for their confirmation, never that it is done.
 - After acting, confirm briefly what was done, naming the tasks.
 - If a tool returns an error, explain it plainly and suggest what to do next."""
 
@@ -311,7 +324,9 @@ class Turn:
             result = {"error": f"invalid arguments: {problem}"}
         else:
             entry["arguments"] = arguments if arguments is not None else {"raw": raw_arguments}
-            if tool is not None and tool.changes_tasks and arguments is not None:
+            if entry["name"] in CONFIRMED_TOOLS and arguments is not None:
+                result = self._propose(entry, arguments)
+            elif tool is not None and tool.changes_tasks and arguments is not None:
                 result = self._change(entry, arguments)
             else:
                 result = execute_tool(ToolContext(self.db, self.user_id), entry["name"], arguments)
@@ -349,6 +364,36 @@ class Turn:
         # The retry with the same Idempotency-Key settles it (the record is read then).
         raise WriteOutcomeUnknownError("the outcome of a tool call is unknown")
 
+    def _propose(self, entry: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
+        """A destructive call: store it as a pending action for the user to confirm (nothing is
+        changed), with its record, in one statement. A lost reply is settled as in `_change`."""
+        parsed = validated_arguments(entry["name"], arguments)
+        if isinstance(parsed, dict):
+            return parsed
+        task_id = parsed.model_dump()["task_id"]
+        for attempt in (1, 2):
+            try:
+                result = actions.propose(self.db, self.user_id, self.turn_id, entry, task_id)
+            except (IntegrityError, DatabaseUnavailableError) as failure:
+                # A first attempt whose reply was lost may have committed (the retry then fails
+                # on the record's key): the record says.
+                record = turns.read_record(self.db, self.turn_id, entry["seq"])
+                if record is not None:
+                    entry["recorded"] = True
+                    return settled(dict(record))["result"]
+                if attempt == 2 or not isinstance(failure, DatabaseUnavailableError):
+                    raise
+                logger.warning("pending action statement lost before its reply; running it again")
+                continue
+            if result is None:
+                return {
+                    "error": f"Task {task_id} not found: it does not exist; "
+                    "call list_tasks to find ids"
+                }
+            entry["recorded"] = True
+            return dict(result)
+        raise AssertionError("unreachable")
+
     def _chat(self, messages: list[dict[str, Any]]) -> "ModelReply":
         import httpx
         from cohere.core.api_error import ApiError
@@ -364,6 +409,9 @@ class Turn:
                     model=self.settings.cohere_model,
                     messages=messages,  # type: ignore[arg-type]
                     tools=cohere_tool_definitions(),  # type: ignore[arg-type]
+                    # The model's arguments follow the schemas (the declarations are shaped for
+                    # strict mode's rules: tasks/tools.py).
+                    strict_tools=True,
                     request_options={"timeout": remaining, "max_retries": 0},
                 )
             except TooManyRequestsError as error:
@@ -520,10 +568,21 @@ def _finish(
 ) -> ChatResponse:
     response = ChatResponse(
         conversation_id=conversation_id,
+        turn_id=turn.turn_id,
         response=text,
         tool_calls=[
             ToolCallPublic(name=c["name"], arguments=c["arguments"], result=c["result"])
             for c in turn.calls
+        ],
+        pending_actions=[
+            PendingActionPublic(
+                id=c["result"]["action_id"],
+                name=c["name"],
+                arguments=c["arguments"],
+                summary=c["result"]["summary"],
+            )
+            for c in turn.calls
+            if c["result"].get("status") == actions.PENDING_STATUS and "action_id" in c["result"]
         ],
     )
     stored = [

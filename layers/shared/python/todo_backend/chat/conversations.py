@@ -27,6 +27,10 @@ UNFINISHED_TURN_NOTE = (
     "The assistant's reply to this message was not stored (it may still be on its way). "
     "The actions listed here were carried out."
 )
+# A confirmed action's change is recorded in its turn's chat_tool_calls at this number plus its
+# call's (chat/actions.py): beyond any call a turn makes, so it is never shown or replayed as one
+# of the turn's own calls (the conversation shows it in a message of its own).
+ACTION_SEQ_BASE = 1_000_000
 # A page of messages stops early (fewer than `limit` items) rather than pass this many bytes of
 # JSON: Lambda's response limit is 6 MB.
 MESSAGE_PAGE_MAX_BYTES = 2 * 1024 * 1024
@@ -101,7 +105,7 @@ def conversation_items_sql(
                        'result', c.result, 'kind', c.kind, 'task', c.task, 'step', c.step,
                        'plan', c.tool_plan) ORDER BY c.seq) AS calls,
                    max(c.created_at) AS last_at
-            FROM chat_tool_calls AS c WHERE c.turn_id = t.id
+            FROM chat_tool_calls AS c WHERE c.turn_id = t.id AND c.seq < {ACTION_SEQ_BASE}
         ) AS r
         WHERE r.calls IS NOT NULL
           AND NOT EXISTS (
@@ -173,6 +177,12 @@ LIST_MESSAGES = compact(
     """
 )
 
+RENAME_CONVERSATION = text(
+    "UPDATE conversations SET title = :title, updated_at = now() "
+    "WHERE id = :conversation_id AND user_id = :user_id "
+    "RETURNING id, title, created_at, updated_at"
+)
+
 DELETE_CONVERSATION = text(
     "DELETE FROM conversations WHERE id = :conversation_id AND user_id = :user_id RETURNING id"
 )
@@ -231,3 +241,18 @@ def delete_conversation(db: Database, user_id: str, conversation_id: uuid.UUID) 
         is None
     ):
         raise ConversationNotFoundError()
+
+
+def rename_conversation(
+    db: Database, user_id: str, conversation_id: uuid.UUID, title: str
+) -> ConversationPublic:
+    row = db.fetch_one(
+        RENAME_CONVERSATION.bindparams(
+            conversation_id=conversation_id, user_id=user_id, title=title
+        ),
+        # Setting the same title twice is the same as once.
+        idempotent=True,
+    )
+    if row is None:
+        raise ConversationNotFoundError()
+    return ConversationPublic.model_validate(dict(row))

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
-from todo_backend.chat.models import CONVERSATION_TITLE_MAX
+from todo_backend.chat.models import CONVERSATION_TITLE_STORED_MAX
 from todo_backend.tasks.models import IDEMPOTENCY_KEY_MAX, database_now_column
 
 
@@ -49,7 +49,7 @@ class Conversation(SQLModel, table=True):
         ),
     )
     user_id: str = Field(sa_column=Column(Text, nullable=False))
-    title: str = Field(sa_column=Column(String(CONVERSATION_TITLE_MAX), nullable=False))
+    title: str = Field(sa_column=Column(String(CONVERSATION_TITLE_STORED_MAX), nullable=False))
     created_at: datetime | None = set_by_database_now()
     updated_at: datetime | None = set_by_database_now()
 
@@ -157,6 +157,9 @@ class ChatToolCall(SQLModel, table=True):
     tool_plan: str = Field(sa_column=Column(Text, nullable=False, server_default=""))
     kind: str | None = Field(default=None, sa_column=Column(String(9)))
     task: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # The task as it was before the change (null for a create): what an undo puts back. Written
+    # by the statement that makes the change.
+    before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     created_at: datetime | None = Field(
         default=None,
@@ -176,3 +179,60 @@ class ChatUsage(SQLModel, table=True):
     day: date = Field(sa_column=Column(Date, nullable=False))
     turns: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
     tokens: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
+class ChatPendingAction(SQLModel, table=True):
+    """A destructive tool call the model asked for, waiting for the user's confirmation."""
+
+    __tablename__ = "chat_pending_actions"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'done', 'cancelled')", name="ck_chat_pending_actions_status"
+        ),
+        UniqueConstraint("turn_id", "seq", name="uq_chat_pending_actions_turn_seq"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    user_id: str = Field(sa_column=Column(Text, nullable=False))
+    turn_id: uuid.UUID = Field(
+        sa_column=Column(
+            UUID(as_uuid=True), ForeignKey("chat_turns.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    conversation_id: uuid.UUID = Field(
+        sa_column=Column(
+            UUID(as_uuid=True),
+            ForeignKey("conversations.id", ondelete="CASCADE"),
+            nullable=False,
+        )
+    )
+    # The tool call's number in its turn (its record in chat_tool_calls).
+    seq: int = Field(sa_column=Column(Integer, nullable=False))
+    call_id: str = Field(sa_column=Column(Text, nullable=False))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    task_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    arguments: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    summary: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(sa_column=Column(String(9), nullable=False, server_default="pending"))
+    created_at: datetime | None = set_by_database_now()
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    settled_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class ChatUndo(SQLModel, table=True):
+    """A turn undone: the response of its undo, returned again to a repeat."""
+
+    __tablename__ = "chat_undos"
+
+    turn_id: uuid.UUID = Field(
+        sa_column=Column(
+            UUID(as_uuid=True),
+            ForeignKey("chat_turns.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    user_id: str = Field(sa_column=Column(Text, nullable=False))
+    response: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime | None = set_by_database_now()

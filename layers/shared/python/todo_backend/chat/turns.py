@@ -22,13 +22,24 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import CTE, Executable, column, func, insert, literal, select, table
+from sqlalchemy import (
+    CTE,
+    Executable,
+    column,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    table,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from todo_backend.chat.conversations import (
+    ACTION_SEQ_BASE,
     UNFINISHED_TURN_NOTE,
     compact,
     conversation_items_sql,
@@ -49,7 +60,11 @@ TURN_KEYS = ("chat_turns_pkey", "uq_chat_turns_user_key")
 
 # The columns a tool call's record is written with (the table: chat/tables.py ChatToolCall).
 RECORD_COLUMNS = ("turn_id", "seq", "step", "call_id", "name", "arguments", "tool_plan", "kind")
-calls_table = table("chat_tool_calls", *map(column, (*RECORD_COLUMNS, "task")))
+calls_table = table("chat_tool_calls", *map(column, (*RECORD_COLUMNS, "task", "before")))
+# The changed task as it was before the statement (its snapshot; none for a create): what an undo
+# puts back (chat/undo.py). (A change committed by another transaction between this statement's
+# snapshot and its row lock is in `task` but not in `before`: an undo would revert it too.)
+TASK_BEFORE = literal_column("(SELECT to_jsonb(t) FROM tasks AS t WHERE t.id = changed.id)")
 
 
 def fingerprint(message: str, conversation_id: uuid.UUID | None) -> str:
@@ -172,7 +187,7 @@ CLAIM = compact(
                    'seq', seq, 'step', step, 'id', call_id, 'name', name,
                    'arguments', arguments, 'plan', tool_plan, 'kind', kind, 'task', task,
                    'result', result) ORDER BY seq) AS items
-        FROM chat_tool_calls WHERE turn_id = claimed.id
+        FROM chat_tool_calls WHERE turn_id = claimed.id AND seq < {ACTION_SEQ_BASE}
     ) AS records ON true
     """
 )
@@ -350,11 +365,12 @@ def record_hook(
                 literal(storable(call["plan"])),
                 literal(kind),
                 func.to_jsonb(changed.table_valued()),
+                TASK_BEFORE,
             )
             .select_from(changed)
             .limit(1)
         )
-        return insert(calls_table).from_select([*RECORD_COLUMNS, "task"], row)
+        return insert(calls_table).from_select([*RECORD_COLUMNS, "task", "before"], row)
 
     return hook
 

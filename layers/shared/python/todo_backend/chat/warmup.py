@@ -63,7 +63,9 @@ def prepare_cohere() -> None:
             {"role": "user", "content": "What is pending?"},
         ]
         tools = cohere_tool_definitions()
-        first = rehearsal.chat(model=settings.cohere_model, messages=messages, tools=tools)
+        first = rehearsal.chat(
+            model=settings.cohere_model, messages=messages, tools=tools, strict_tools=True
+        )
         calls = first.message.tool_calls or []
         messages.append(
             {"role": "assistant", "tool_plan": first.message.tool_plan, "tool_calls": calls}
@@ -76,7 +78,9 @@ def prepare_cohere() -> None:
                     "content": [{"type": "document", "document": {"data": "[]"}}],
                 }
             )
-        rehearsal.chat(model=settings.cohere_model, messages=messages, tools=tools)
+        rehearsal.chat(
+            model=settings.cohere_model, messages=messages, tools=tools, strict_tools=True
+        )
 
 
 def release_cohere() -> None:
@@ -107,4 +111,8 @@ def warm_chat_routes(client: WarmUpClient) -> None:
     missing = uuid.uuid4()
     client.request("GET", f"{base}/conversations/{missing}/messages")  # 404
     client.request("DELETE", f"{base}/conversations/{missing}")  # 404
+    client.request("PATCH", f"{base}/conversations/{missing}", body={"title": "Renamed"})  # 404
+    client.request("POST", f"{base}/chat/actions/{missing}/confirm")  # 404
+    client.request("POST", f"{base}/chat/actions/{missing}/cancel")  # 404
+    client.request("POST", f"{base}/chat/turns/{missing}/undo")  # 404
     client.request("POST", f"{base}/chat", body={"message": ""})  # 422

@@ -227,7 +227,6 @@ tasks = Table(
     Index("ix_tasks_user_updated", "user_id", text("updated_at DESC"), text("id DESC")),
     Index("ix_tasks_user_due", "user_id", "due_date"),
     Index("ix_tasks_user_completed_created", "user_id", "completed", text("created_at DESC")),
-    Index("ix_tasks_tags", "tags", postgresql_using="gin"),
     # The reminders function's claim: due, undelivered, pending reminders of every user.
     Index(
         "ix_tasks_reminders_undelivered",
@@ -242,6 +241,26 @@ tasks = Table(
         postgresql_where=text("remind_at IS NOT NULL AND NOT completed"),
     ),
 )
+
+# One user's tasks by tag, and by a substring of the title or description (`?q=`, a LIKE that
+# pg_trgm serves): GIN over the user id (btree_gin) and the searched value, so that a search reads
+# the user's matches only, however many tasks other users have (issue 25).
+for _name, _column, _ops in (
+    ("ix_tasks_user_tags", tasks.c.tags, None),
+    ("ix_tasks_user_title_trgm", func.lower(tasks.c.title).label("title"), "gin_trgm_ops"),
+    (
+        "ix_tasks_user_description_trgm",
+        func.lower(tasks.c.description).label("description"),
+        "gin_trgm_ops",
+    ),
+):
+    Index(
+        _name,
+        tasks.c.user_id,
+        _column,
+        postgresql_using="gin",
+        **({"postgresql_ops": {_column.name: _ops}} if _ops else {}),
+    )
 
 
 # --- what clients send and receive ----------------------------------------------------------------

@@ -180,6 +180,11 @@ def _task_json_of(source: str) -> ColumnElement[Any]:
     return literal_column(str(compiled))
 
 
+def task_json_sql(source: str) -> str:
+    """`task_json` of the rows of CTE `source`, as SQL text for statements written as text."""
+    return _task_json_of(source).name
+
+
 def _detail_type(changed: Any, kind: ChangeKind) -> ColumnElement[str]:
     if kind == "updated":
         # completed_at is set to now() only when a task becomes completed (it is kept otherwise).
@@ -323,8 +328,13 @@ def _change(
 
 
 def _contains_text(column: Any, text: Any) -> ColumnElement[bool]:
-    """Case-insensitive substring test, with no pattern characters to escape (unlike ILIKE)."""
-    return func.strpos(func.lower(column), func.lower(text)) > 0
+    """Case-insensitive substring test: `lower(column) LIKE '%<text>%'` with the text's pattern
+    characters escaped (it matches exactly what `strpos` would), a form the trigram indexes on
+    `lower(title)` and `lower(description)` serve."""
+    escaped = func.lower(text)
+    for special in ("\\", "%", "_"):
+        escaped = func.replace(escaped, special, "\\" + special)
+    return func.lower(column).like(func.concat("%", escaped, "%"), escape="\\")
 
 
 def _filters(user_id: Any, query: TaskListQuery) -> list[ColumnElement[bool]]:

@@ -35,6 +35,8 @@ from todo_backend.tasks.models import (
 from todo_backend.tasks.service import ChangeHook
 
 LIST_LIMIT_MAX = 50
+# get_stats' one parameter, for Cohere only (strict mode needs a required parameter).
+STATS_SCOPE = {"type": "string", "enum": ["all"], "description": 'Always "all".'}
 DUE_DATE_HELP = "ISO 8601 date or date-time; without an offset it is UTC."
 TAGS_HELP = "Short labels, at most 10."
 TASK_ID_HELP = "The id of the task, as list_tasks returns it."
@@ -194,19 +196,36 @@ class Tool(NamedTuple):
     run: Callable[[ToolContext, Any], dict[str, Any]]
     # Whether a call can change a task (and so must be recorded with its change).
     changes_tasks: bool = True
+    # Cohere's strict mode (`strict_tools`) refuses a tool without a required parameter. These
+    # parameters are required in the Cohere declaration only (MCP's schema is `input_schema`).
+    cohere_required: tuple[str, ...] = ()
+    # Parameters declared to Cohere only, to give a tool without any a required one; a call's
+    # value for them is dropped before the arguments are validated.
+    cohere_only: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     @property
     def input_schema(self) -> dict[str, Any]:
         return _input_schema(self.arguments)
 
     def cohere_definition(self) -> dict[str, Any]:
-        """The tool as a Cohere v2 function tool."""
+        """The tool as a Cohere v2 function tool, shaped for strict mode."""
+        schema = self.input_schema
+        extra = dict(self.cohere_only)
+        required = [
+            *schema["required"],
+            *(name for name in self.cohere_required if name not in schema["required"]),
+            *extra,
+        ]
         return {
             "type": "function",
             "function": {
                 "name": self.name,
                 "description": self.description,
-                "parameters": self.input_schema,
+                "parameters": {
+                    **schema,
+                    "properties": {**schema["properties"], **extra},
+                    "required": required,
+                },
             },
         }
 
@@ -222,6 +241,7 @@ TOOLS: dict[str, Tool] = {
             ListTasksArguments,
             list_tasks,
             changes_tasks=False,
+            cohere_required=("status",),
         ),
         Tool(
             "complete_task",
@@ -244,6 +264,7 @@ TOOLS: dict[str, Tool] = {
             NoArguments,
             get_stats,
             changes_tasks=False,
+            cohere_only=(("scope", STATS_SCOPE),),
         ),
     )
 }
@@ -281,8 +302,13 @@ def _input_schema(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+@cache
+def _cohere_tool_definitions() -> tuple[dict[str, Any], ...]:
+    return tuple(tool.cohere_definition() for tool in TOOLS.values())
+
+
 def cohere_tool_definitions() -> list[dict[str, Any]]:
-    return [tool.cohere_definition() for tool in TOOLS.values()]
+    return list(_cohere_tool_definitions())
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -301,6 +327,17 @@ def parse_arguments(raw: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def validated_arguments(name: str, arguments: dict[str, Any]) -> BaseModel | dict[str, Any]:
+    """A known tool's arguments, validated as `execute_tool` validates them; else the error
+    result."""
+    tool = TOOLS[name]
+    present = {key: value for key, value in arguments.items() if value is not None}
+    try:
+        return tool.arguments.model_validate(present)
+    except ValidationError as error:
+        return {"error": f"invalid arguments: {_validation_message(error)}"}
+
+
 def execute_tool(
     context: ToolContext, name: str, arguments: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -311,7 +348,10 @@ def execute_tool(
     if arguments is None:
         return {"error": "arguments must be a JSON object"}
     # Models often send null for parameters they mean to leave out.
-    present = {key: value for key, value in arguments.items() if value is not None}
+    dropped = {name for name, _ in tool.cohere_only}
+    present = {
+        key: value for key, value in arguments.items() if value is not None and key not in dropped
+    }
     try:
         return tool.run(context, tool.arguments.model_validate(present))
     except ValidationError as error:
