@@ -435,6 +435,9 @@ def main() -> None:
         action="store_true",
         help="no sam build: cold starts from the repository, no sizes",
     )
+    parser.add_argument(
+        "--only", choices=["relay"], help="run one section (its rows only, no build)"
+    )
     args = parser.parse_args()
 
     # The table is the output: keep the functions' JSON logs and EMF metrics off stdout.
@@ -449,13 +452,15 @@ def main() -> None:
         token = make_token("bench-user", expires_in=3600)
         with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
             stack.enter_context(contextlib.redirect_stdout(io.StringIO()))  # EMF metrics
-            build = None if args.skip_build else sam_build(Path(folder) / "build")
-            print("cold starts …", file=sys.stderr, flush=True)
-            rows += cold_rows(build, Path(folder), token, args.cold_rounds)
-            print("warm latency …", file=sys.stderr, flush=True)
-            rows += warm_rows(database_url, token, args.rounds, args.per_round)
-            if not args.skip_build:
-                rows += size_rows(build)
+            if args.only is None:
+                build = None if args.skip_build else sam_build(Path(folder) / "build")
+                print("cold starts …", file=sys.stderr, flush=True)
+                rows += cold_rows(build, Path(folder), token, args.cold_rounds)
+                print("warm latency …", file=sys.stderr, flush=True)
+                rows += warm_rows(database_url, token, args.rounds, args.per_round)
+                if not args.skip_build:
+                    rows += size_rows(build)
+            rows += relay_section()
     finally:
         from todo_backend.core.db import get_database
 
@@ -463,6 +468,14 @@ def main() -> None:
             get_database().engine.dispose()
         drop_database(server, database_url)
     print_table(rows)
+
+
+def relay_section() -> list[Row]:
+    """The outbox relay clearing a backlog (benchmarks/relay_bench.py)."""
+    from benchmarks import relay_bench
+
+    print("relay backlog …", file=sys.stderr, flush=True)
+    return relay_bench.relay_rows()
 
 
 def sam_build(directory: Path) -> Path | None:

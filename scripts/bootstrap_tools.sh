@@ -32,3 +32,33 @@ if command -v npm >/dev/null 2>&1 &&
     npm install --no-audit --no-fund --prefix .local/node $NODE_PACKAGES
   echo "$NODE_PACKAGES" > .local/node/.packages
 fi
+
+# npm packages of two tests, each from its own lock file (again when it changes): a real Better
+# Auth server, JWT and OAuth provider plugins (tests/test_mcp_oauth.py), and the page that runs the
+# official MCP TypeScript client in a browser, with playwright-core (tests/test_mcp_browser.py).
+if command -v npm >/dev/null 2>&1; then
+  for dir in tests/better_auth tests/browser; do
+    lock_digest=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+    if [ "$(cat "$dir/node_modules/.lock-digest" 2>/dev/null)" != "$lock_digest" ]; then
+      with_progress "installing the npm packages of $dir (package-lock.json)" \
+        ".local/logs/npm-$(basename "$dir").log" \
+        npm ci --no-audit --no-fund --prefix "$dir"
+      echo "$lock_digest" > "$dir/node_modules/.lock-digest"
+    fi
+  done
+fi
+
+# The browser of tests/test_mcp_browser.py: Debian's chromium, unless a Chromium or Chrome is there
+# already (GitHub's runners have Google Chrome). Installed only where apt-get may run unprompted.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1 &&
+  command -v apt-get >/dev/null 2>&1; then
+  as_root=""
+  [ "$(id -u)" = 0 ] || as_root="sudo -n"
+  if [ -z "$as_root" ] || sudo -n true 2>/dev/null; then
+    # shellcheck disable=SC2086  # as_root: nothing, or two words
+    with_progress "installing chromium (apt-get)" .local/logs/apt-chromium.log \
+      $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+  else
+    echo "==> no chromium: tests/test_mcp_browser.py will skip (apt-get install chromium)"
+  fi
+fi

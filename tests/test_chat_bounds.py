@@ -464,19 +464,31 @@ def test_billed_tokens_count_against_the_daily_token_quota(
     assert len(fake_cohere.requests) == 2
 
 
-def test_concurrent_turns_never_exceed_the_quota(lambda_chat, fake_cohere, configure):
+def test_concurrent_turns_run_one_at_a_time_and_never_exceed_the_quota(
+    lambda_chat, fake_cohere, configure
+):
     # Given three turns a day, and six turns sent at once over six connections (a cold start:
-    # the pool size is read when the engine is built)
+    # the pool size is read when the engine is built), each claim starting (and taking its
+    # snapshot) before any can finish, and a model that takes a moment to answer
     configure(CHAT_DAILY_TURNS="3", DB_POOL_SIZE="6")
     user = ChatUser()
-    fake_cohere.script(*[text_reply("Hi.") for _ in range(6)])
-    started = [in_thread(lambda n=n: chat(lambda_chat, user, f"Hi {n}")) for n in range(6)]
+    fake_cohere.script(*[slow_reply(0.5, then=text_reply("Hi.")) for _ in range(6)])
+    with usage_row_locked(os.environ["DATABASE_URL"], user.id, waiters=6):
+        started = [in_thread(lambda n=n: chat(lambda_chat, user, f"Hi {n}")) for n in range(6)]
     for thread, _ in started:
         thread.join()
 
-    # Then exactly three ran and three were refused before the model
+    # Then one ran, and the five others were told that another turn is running
     statuses = sorted(outcome["value"].status_code for _, outcome in started)
-    assert statuses == [200, 200, 200, 429, 429, 429]
+    assert statuses == [200, 429, 429, 429, 429, 429], statuses
+    assert len(fake_cohere.requests) == 1
+    usage = lambda_chat.get(f"/api/{user.id}/chat/usage", headers=user.headers).json()
+    assert usage["turns"] == 1
+    # And one after another, two more run and the next is over the quota
+    fake_cohere.script(text_reply("Two."), text_reply("Three."))
+    assert chat(lambda_chat, user, "Two").status_code == 200
+    assert chat(lambda_chat, user, "Three").status_code == 200
+    assert chat(lambda_chat, user, "Four").status_code == 429
     assert len(fake_cohere.requests) == 3
 
 

@@ -425,11 +425,12 @@ def test_a_resuming_claim_still_running_when_its_connection_broke_resumes_the_tu
     thread.join()
 
     # Then the function's second attempt takes over its own first one's claim: the turn resumed
-    # once and answered (the second attempt counted the turn again: the quota may count one
-    # turn twice here, never a turn lost)
+    # once and answered, and its two attempts are counted once each
     response = outcome["value"]
     assert response.status_code == 200, response.text
     assert response.json()["response"] == "Hello again."
     turn = turn_of(direct_db, user, key)
     assert turn is not None and turn["status"] == "succeeded"
     assert stored_messages_of(direct_db, user) == [("user", "Hi"), ("assistant", "Hello again.")]
+    usage = lambda_chat.get(f"/api/{user.id}/chat/usage", headers=user.headers).json()
+    assert usage["turns"] == 2

@@ -41,6 +41,15 @@ def events(database: Any, task_id: int) -> list[str]:
     return [row["detail_type"] for row in rows]
 
 
+def sequences(database: Any, task_id: int) -> list[int]:
+    rows = database.fetch_all(
+        text("SELECT sequence FROM task_events WHERE task_id = :t ORDER BY id").bindparams(
+            t=task_id
+        )
+    )
+    return [row["sequence"] for row in rows]
+
+
 def turn(api: Any, fake_cohere: Any, user: Any, *calls: tuple[str, dict[str, Any]]) -> Any:
     """A turn in which the model makes these calls (in one step), then answers."""
     fake_cohere.script(tool_calls_reply(*calls), text_reply("Done."))
@@ -101,10 +110,9 @@ def test_undo_reverts_every_kind_of_change_of_the_turn_once(
     # ... the deleted task is back with its id and fields, without its old Idempotency-Key
     restored = task_row(database, gone.id)
     assert restored is not None
-    assert {k: v for k, v in restored.items() if k not in {"updated_at", "idempotency_key"}} == {
-        k: v
-        for k, v in gone_row.items()
-        if k not in {"updated_at", "idempotency_key", "idempotency_fingerprint"}
+    changing = {"updated_at", "idempotency_key", "event_sequence"}
+    assert {k: v for k, v in restored.items() if k not in changing} == {
+        k: v for k, v in gone_row.items() if k not in changing | {"idempotency_fingerprint"}
     } | {"idempotency_fingerprint": None}
     assert restored["idempotency_key"] is None
     # ... and each undo published its event, like any change
@@ -112,6 +120,11 @@ def test_undo_reverts_every_kind_of_change_of_the_turn_once(
     assert events(database, renamed.id)[-1] == "Task Updated"
     assert events(database, done.id)[-2:] == ["Task Completed", "Task Updated"]
     assert events(database, gone.id) == ["Task Created", "Task Deleted", "Task Created"]
+    # numbered on from the turn's (`sequence`: 1, 2, 3... per task, whatever undoes what)
+    for task_id in (added_id, renamed.id, done.id, gone.id):
+        numbers = sequences(database, task_id)
+        assert numbers == list(range(1, len(numbers) + 1)), (task_id, numbers)
+    assert task_row(database, gone.id)["event_sequence"] == 3
 
     # When the user undoes it again
     again = chat_api.post(undo_url(user, body["turn_id"]), headers=user.headers)

@@ -87,6 +87,8 @@ UNDOCUMENTED_CONTRACT: dict[str, frozenset[int]] = {
     "GET /api/tags": frozenset(),
     "GET /api/stats": frozenset(),
     "GET /api/reminders": frozenset(),
+    "GET /api/export": frozenset(),
+    "DELETE /api/data": frozenset(),
     # No Cohere key is configured in the test session: every valid chat request is a 503.
     "POST /api/{user_id}/chat": frozenset({503}),
     "GET /api/{user_id}/conversations": frozenset(),
@@ -102,7 +104,7 @@ UNDOCUMENTED_CONTRACT: dict[str, frozenset[int]] = {
 UNDOCUMENTED_CONTRACT |= {
     label.replace(f" /api/{resource}", f" /api/{{user_id}}/{resource}"): codes
     for label, codes in UNDOCUMENTED_CONTRACT.items()
-    for resource in ("tasks", "tags", "stats", "reminders")
+    for resource in ("tasks", "tags", "stats", "reminders", "export", "data")
     if f" /api/{resource}" in label
 }
 # FastAPI answers 400 "There was an error parsing the body" for a body that is not UTF-8 JSON.

@@ -29,7 +29,9 @@ from tests.support.tokens import make_token, new_user_id
 ROOT = Path(__file__).resolve().parents[1]
 MCP_HEADERS = {"accept": "application/json, text/event-stream"}
 PROTOCOL = "2025-11-25"
-METADATA = "/.well-known/oauth-protected-resource"
+METADATA = "/.well-known/oauth-protected-resource/mcp"
+METADATA_ROOT = "/.well-known/oauth-protected-resource"
+SCOPES = ["tasks:read", "tasks:write"]
 
 
 def mcp_app() -> Any:
@@ -88,10 +90,11 @@ def token_for(user: str) -> str:
 
 
 def result_of(call: Any) -> dict[str, Any]:
-    """A tool result's JSON (the text content; structured content must say the same)."""
+    """A tool result's JSON (the text content; a success's structured content says the same, an
+    error has none: it would not conform to the tool's output schema)."""
     assert len(call.content) == 1 and call.content[0].type == "text"
     value = json.loads(call.content[0].text)
-    assert call.structured_content == value
+    assert call.structured_content == (None if call.is_error else value)
     return value  # type: ignore[no-any-return]
 
 
@@ -212,6 +215,113 @@ def test_a_failing_tool_call_is_a_tool_error_never_an_http_error(target: Target)
         assert all(t.invocations > 0 for t in target.transports)
 
 
+def test_every_tool_declares_title_hints_and_an_output_schema(target: Target):
+    async def scenario() -> Any:
+        async with target.session(token_for(new_user_id())) as client:
+            return await client.list_tools()
+
+    listed = {tool.name: tool for tool in run_async(scenario).tools}
+    # Then every tool has a title and all four hints (it acts on nothing outside this API)
+    for name, tool in listed.items():
+        hints = tool.annotations
+        assert tool.title and hints.title == tool.title, name
+        assert None not in (
+            hints.read_only_hint,
+            hints.destructive_hint,
+            hints.idempotent_hint,
+        ), name
+        assert hints.open_world_hint is False, name
+        assert tool.output_schema is not None and tool.output_schema["type"] == "object", name
+    # And a client asks its user before a delete, and never before a read
+    assert listed["delete_task"].annotations.destructive_hint is True
+    assert listed["add_task"].annotations.destructive_hint is False
+    for name in ("list_tasks", "get_stats"):
+        hints = listed[name].annotations
+        assert (hints.read_only_hint, hints.destructive_hint) == (True, False), name
+    for name in ("add_task", "complete_task", "update_task", "delete_task"):
+        assert listed[name].annotations.read_only_hint is False, name
+
+
+def test_structured_content_conforms_to_each_tools_output_schema(target: Target):
+    import jsonschema
+
+    # Given a user's session, with a recurring task among their tasks
+    async def scenario() -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+        async with target.session(token_for(new_user_id())) as client:
+            schemas = {tool.name: tool.output_schema for tool in (await client.list_tools()).tools}
+            calls: list[tuple[str, Any]] = []
+
+            async def call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+                result = await client.call_tool(name, arguments)
+                calls.append((name, result))
+                return result_of(result)
+
+            plain = await call("add_task", {"title": "Plain"})
+            recurring = await call(
+                "add_task",
+                {
+                    "title": "Water plants",
+                    "description": "The ferns",
+                    "priority": "high",
+                    "tags": ["home"],
+                    "due_date": "2027-01-04T09:00:00Z",
+                    "recurrence": "FREQ=WEEKLY",
+                    "remind_at": "2027-01-04T08:00:00Z",
+                },
+            )
+            await call("list_tasks", {})
+            await call("list_tasks", {"status": "pending", "tag": "home"})
+            await call("complete_task", {"task_id": recurring["task_id"]})
+            await call("complete_task", {"task_id": plain["task_id"]})
+            await call("complete_task", {"task_id": plain["task_id"], "completed": False})
+            await call("update_task", {"task_id": plain["task_id"], "due_date": "2027-02-01"})
+            await call("update_task", {"task_id": plain["task_id"], "description": None})
+            await call("get_stats", {})
+            await call("list_tasks", {"status": "completed"})
+            await call("delete_task", {"task_id": plain["task_id"]})
+            return schemas, calls
+
+    schemas, calls = run_async(scenario)
+    # When every tool has been called, Then each success's structured content conforms to the
+    # output schema the tool declares (and says what its text says)
+    assert {name for name, _ in calls} == set(schemas)
+    for name, result in calls:
+        assert result.is_error is False, (name, result)
+        jsonschema.validate(result.structured_content, schemas[name])
+    completed = next(r.structured_content for n, r in calls if n == "complete_task")
+    assert "next_task_id" in completed
+
+
+def test_a_result_that_breaks_its_schema_would_be_caught():
+    import jsonschema
+
+    from todo_backend.tasks.tools import TOOLS
+
+    # The schemas are strict enough to fail: a wrong status, a missing field, a wrong type
+    schema = TOOLS["add_task"].output_schema
+    good = {
+        "task_id": 1,
+        "status": "created",
+        "title": "t",
+        "description": None,
+        "priority": "low",
+        "due_date": None,
+        "tags": [],
+        "completed": False,
+        "recurrence": None,
+        "remind_at": None,
+    }
+    jsonschema.validate(good, schema)
+    for broken in (
+        {**good, "status": "deleted"},
+        {k: v for k, v in good.items() if k != "title"},
+        {**good, "task_id": "1"},
+        {**good, "priority": "urgent"},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
+
+
 # --- warm Lambda containers -------------------------------------------------------------------
 
 
@@ -327,7 +437,7 @@ def test_bad_tokens_get_401_with_the_resource_metadata_challenge(dev_server: str
         ):
             assert response.status_code == 401, (label, response.text)
             assert response.headers["www-authenticate"] == (
-                f'Bearer resource_metadata="{origin}{METADATA}"'
+                f'Bearer resource_metadata="{origin}{METADATA}", scope="tasks:read tasks:write"'
             ), label
             assert response.json() == {"detail": response.json()["detail"]}
 
@@ -352,20 +462,68 @@ def test_the_sdk_client_cannot_connect_with_an_expired_token(target: Target, mod
 # --- protected resource metadata ----------------------------------------------------------------
 
 
-def test_protected_resource_metadata_names_better_auth(configure, dev_server: str):
-    # Given BETTER_AUTH_URL, the front end's origin
+def test_protected_resource_metadata_names_the_oauth_issuer(configure, dev_server: str):
+    # Given BETTER_AUTH_URL, the front end's origin (its OAuth provider plugin's issuer is
+    # <origin>/api/auth)
     configure(BETTER_AUTH_URL="https://todo.example.com")
-    # When a client reads the metadata, without a token, through Lambda and from the dev server
-    through_lambda = LambdaClient(mcp_app().handler).get(METADATA)
-    over_http = httpx.get(f"{dev_server}{METADATA}", timeout=10)
-    # Then it names this API's /mcp as the resource and Better Auth as its authorization server
-    for response, origin in ((through_lambda, LAMBDA_BASE_URL), (over_http, dev_server)):
+    for path in (METADATA, METADATA_ROOT):
+        # When a client reads the metadata, without a token, at /mcp's own location (RFC 9728
+        # section 3.1) and at the root, through Lambda and from the dev server
+        through_lambda = LambdaClient(mcp_app().handler).get(path)
+        over_http = httpx.get(f"{dev_server}{path}", timeout=10)
+        # Then it names this API's /mcp as the resource, the OAuth issuer as its authorization
+        # server, and the scopes
+        for response, origin in ((through_lambda, LAMBDA_BASE_URL), (over_http, dev_server)):
+            assert response.status_code == 200, response.text
+            assert response.json() == {
+                "resource": f"{origin}/mcp",
+                "authorization_servers": ["https://todo.example.com/api/auth"],
+                "bearer_methods_supported": ["header"],
+                "scopes_supported": SCOPES,
+                "resource_name": "Todo tasks",
+            }
+
+
+def test_oauth_issuer_and_public_url_override_the_defaults(configure, dev_server: str):
+    # Given OAUTH_ISSUER and PUBLIC_URL
+    configure(
+        BETTER_AUTH_URL="https://todo.example.com",
+        OAUTH_ISSUER="https://auth.example.com/oauth",
+        PUBLIC_URL="https://api.example.com",
+    )
+    # When the metadata and a 401 are read through Lambda (another domain in the event) and from
+    # the dev server with a hostile Host header
+    responses = [
+        LambdaClient(mcp_app().handler).get(METADATA),
+        httpx.get(f"{dev_server}{METADATA}", headers={"host": "evil.example"}, timeout=10),
+    ]
+    challenges = [
+        LambdaClient(mcp_app().handler).post("/mcp", json=_rpc("tools/list"), headers=MCP_HEADERS),
+        httpx.post(
+            f"{dev_server}/mcp",
+            json=_rpc("tools/list"),
+            headers={**MCP_HEADERS, "host": "evil.example"},
+            timeout=10,
+        ),
+    ]
+    # Then both name PUBLIC_URL's resource and the configured issuer, never the Host
+    for response in responses:
         assert response.status_code == 200, response.text
-        assert response.json() == {
-            "resource": f"{origin}/mcp",
-            "authorization_servers": ["https://todo.example.com"],
-            "bearer_methods_supported": ["header"],
-        }
+        assert response.json()["resource"] == "https://api.example.com/mcp"
+        assert response.json()["authorization_servers"] == ["https://auth.example.com/oauth"]
+    for response in challenges:
+        assert response.status_code == 401, response.text
+        assert response.headers["www-authenticate"].startswith(
+            f'Bearer resource_metadata="https://api.example.com{METADATA}"'
+        )
+
+
+def test_without_public_url_a_foreign_host_gets_no_metadata(dev_server: str):
+    # Given no PUBLIC_URL (locally): the origin comes from the Host header, a local one only
+    response = httpx.get(f"{dev_server}{METADATA}", headers={"host": "evil.example"}, timeout=10)
+    # Then a foreign Host is refused instead of being reflected into the metadata
+    assert response.status_code == 421
+    assert "evil.example" not in response.text
 
 
 def test_protected_resource_metadata_without_an_authorization_server(configure):
@@ -375,6 +533,8 @@ def test_protected_resource_metadata_without_an_authorization_server(configure):
     assert response.json() == {
         "resource": f"{LAMBDA_BASE_URL}/mcp",
         "bearer_methods_supported": ["header"],
+        "scopes_supported": SCOPES,
+        "resource_name": "Todo tasks",
     }
 
 
@@ -445,6 +605,115 @@ def test_malformed_requests_are_clear_4xx_never_500(dev_server: str):
         assert response.status_code == status, (label, response.status_code, response.text)
     unknown = cases["unknown method"][0].json()
     assert unknown["error"]["code"] == -32601
+
+
+MARKER = "SECRET-TEXT-7f3a"
+
+
+def assert_small_json_rpc_error(response: Any, status: int, code: int, label: str) -> None:
+    """A JSON-RPC error object in a JSON body of at most 1 KiB that echoes nothing."""
+    assert response.status_code == status, (label, response.status_code, response.text)
+    assert response.headers["content-type"] == "application/json", label
+    raw = response.content if hasattr(response, "content") else response.text.encode()
+    assert len(raw) <= 1024, (label, len(raw))
+    assert MARKER not in response.text, (label, response.text)
+    body = response.json()
+    assert body["jsonrpc"] == "2.0" and set(body) == {"jsonrpc", "id", "error"}, label
+    assert body["error"]["code"] == code, (label, body)
+    assert set(body["error"]) == {"code", "message"}, label
+
+
+def test_errors_are_small_json_rpc_objects_that_echo_nothing(dev_server: str):
+    client = LambdaClient(mcp_app().handler)
+    headers = _authorized()
+    as_json = {**headers, "content-type": "application/json"}
+    big = "x" * 70_000
+    cases: dict[str, tuple[Any, int, int]] = {
+        "batch array": (
+            client.post(
+                "/mcp",
+                json=[_rpc("tools/call", {"name": "add_task", "arguments": {"title": MARKER}})],
+                headers=headers,
+            ),
+            400,
+            -32600,
+        ),
+        "not json": (client.post("/mcp", content=f"{{{MARKER}", headers=as_json), 400, -32700),
+        "not json-rpc": (client.post("/mcp", json={"hello": MARKER}, headers=headers), 400, -32600),
+        "unknown method": (
+            client.post("/mcp", json=_rpc(f"tasks/{MARKER}"), headers=headers),
+            200,
+            -32601,
+        ),
+        "invalid params": (
+            client.post(
+                "/mcp", json=_rpc("tools/call", {"arguments": {"title": MARKER}}), headers=headers
+            ),
+            200,
+            -32602,
+        ),
+        "a string id that is too long": (
+            client.post(
+                "/mcp", json={**_rpc(f"tasks/{MARKER}"), "id": MARKER * 10}, headers=headers
+            ),
+            200,
+            -32601,
+        ),
+        "body over 64 KiB": (
+            client.post(
+                "/mcp", json=_rpc("tools/call", {"name": MARKER, "x": big}), headers=headers
+            ),
+            413,
+            -32600,
+        ),
+        "body over 1 MiB": (
+            client.post("/mcp", content=MARKER + "x" * (1024 * 1024 + 1), headers=as_json),
+            413,
+            -32600,
+        ),
+        "wrong content type": (
+            client.post(
+                "/mcp",
+                content=json.dumps(_rpc(f"tasks/{MARKER}")),
+                headers={**headers, "content-type": "text/plain"},
+            ),
+            400,
+            -32600,
+        ),
+        "no accept": (
+            client.post(
+                "/mcp", json=_rpc(f"tasks/{MARKER}"), headers={**headers, "accept": "text/html"}
+            ),
+            406,
+            -32600,
+        ),
+        "foreign origin": (
+            client.post(
+                "/mcp",
+                json=_rpc("tools/list"),
+                headers={**headers, "origin": f"https://{MARKER}.example"},
+            ),
+            403,
+            -32600,
+        ),
+        "foreign host": (
+            httpx.post(
+                f"{dev_server}/mcp",
+                json=_rpc(f"tasks/{MARKER}"),
+                headers={**headers, "host": "localhost.evil.example"},
+                timeout=10,
+            ),
+            421,
+            -32600,
+        ),
+        "get": (httpx.get(f"{dev_server}/mcp", headers=headers, timeout=10), 405, -32600),
+    }
+    for label, (response, status, code) in cases.items():
+        assert_small_json_rpc_error(response, status, code, label)
+    # And an error keeps a request's numeric id, as JSON-RPC wants; a long string id is dropped
+    assert cases["unknown method"][0].json()["id"] == 1
+    assert cases["a string id that is too long"][0].json()["id"] is None
+    assert cases["batch array"][0].json()["id"] is None
 
 
 # --- cold start ---------------------------------------------------------------------------------

@@ -192,7 +192,7 @@ def test_mcp_function_is_warm_read_only_and_closed_at_snapshot_and_serves_after_
     # none of which the SDK's Host/Origin checks refused (each answer is checked)
     assert result["hooks_registered"] == [1, 1]
     assert result["warm_up_requests"] == [
-        ["GET", "/.well-known/oauth-protected-resource", 200],
+        ["GET", "/.well-known/oauth-protected-resource/mcp", 200],
         ["POST", "/mcp", 401],
         ["POST", "/mcp", 200],  # initialize
         ["POST", "/mcp", 200],  # tools/list

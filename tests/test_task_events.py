@@ -1,6 +1,6 @@
 """Task events: every change writes exactly one outbox event in its own statement, and the relay
 publishes them to an EventBridge bus (moto) whose rule routes them to an SQS queue, where these
-tests read them. Failures: an entry EventBridge rejects is retried by the next run, never dropped;
+tests read them. Failures: an entry EventBridge rejects is retried by a later run, never dropped;
 a run that crashes between PutEvents and marking the events publishes them again, same event_id.
 
 The AWS SDK's own event hooks (botocore, not our code) inject the failures: one rewrites a
@@ -97,6 +97,14 @@ def bus(monkeypatch: pytest.MonkeyPatch, database: Any) -> Iterator[Bus]:
             Rule="all-task-events", EventBusName=BUS, Targets=[{"Id": "queue", "Arn": queue_arn}]
         )
         yield Bus(events, sqs, queue_url)
+
+
+def retries_fall_due(database: Any) -> None:
+    """Time passes: every event waiting for a retry is due now."""
+    with database.engine.connect() as connection:
+        connection.execute(
+            text("UPDATE task_events SET next_attempt_at = now() WHERE next_attempt_at > now()")
+        )
 
 
 def relay(database: Any, bus: Bus, **options: Any) -> Any:
@@ -213,11 +221,12 @@ def test_events_reach_an_sqs_queue_through_a_rule_on_the_bus(tasks_api, user, da
     assert [m["detail-type"] for m in messages] == ["Task Created", "Task Completed"]
     for message, event, state in zip(messages, recorded, (task, done), strict=True):
         detail = message["detail"]
-        assert set(detail) == {"event_id", "user_id", "task_id", "occurred_at", "task"}
+        assert set(detail) == {"event_id", "user_id", "task_id", "sequence", "occurred_at", "task"}
         assert detail["event_id"] == str(event["event_id"])
         assert (detail["user_id"], detail["task_id"]) == (user.id, task["id"])
         assert detail["task"] == state
         assert detail["occurred_at"].endswith("Z")
+    assert [m["detail"]["sequence"] for m in messages] == [1, 2]
     # and they are marked relayed: the next run publishes nothing
     assert all(event["relayed_at"] is not None for event in outbox(database, user_id=user.id))
     assert relay(database, bus).published == 0
@@ -251,7 +260,11 @@ def test_an_entry_eventbridge_rejects_is_retried_by_the_next_run_not_dropped(
     assert after_first[rejected]["last_error"] == "MalformedDetail"
     assert sum(e["relayed_at"] is not None for e in after_first.values()) == 2
 
-    # When the next run comes
+    assert after_first[rejected]["next_attempt_at"] is not None
+    # When a run comes before its retry is due, it leaves it waiting
+    assert relay(database, bus).published == 0
+    # When the next run comes after the delay
+    retries_fall_due(database)
     second = relay(database, bus)
     # Then it is published: each event reached the queue exactly once
     assert (second.published, second.failed) == (1, 0)
@@ -308,10 +321,14 @@ def test_a_failed_putevents_call_releases_the_events_for_the_next_run(
 
     # When the relay publishes to a bus that does not exist
     failed = relay_pending_events(database, "no-such-bus", bus.events)
-    # Then nothing is lost: the event is released (not leased) and the next run publishes it
+    # Then nothing is lost: the event is released (not leased) for a retry after a delay, and a
+    # later run publishes it
     assert failed.published == 0 and failed.failed >= 1
     [pending] = outbox(database, user_id=user.id)
     assert pending["relayed_at"] is None and pending["claimed_until"] is None
+    assert pending["last_error"] == "ResourceNotFoundException"
+    assert pending["next_attempt_at"] is not None and pending["attempts"] == 1
+    retries_fall_due(database)
     assert relay(database, bus).published >= 1
     assert [m["detail"]["task"]["title"] for m in bus.received()] == ["No bus"]
 

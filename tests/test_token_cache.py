@@ -5,7 +5,7 @@ import time
 import pytest
 
 from tests.support.tokens import TEST_SECRET, make_token
-from todo_backend.core.auth import LEEWAY_SECONDS, TokenVerifier
+from todo_backend.core.auth import LEEWAY_SECONDS, SESSION_ROUTES, TokenVerifier
 from todo_backend.core.errors import AuthenticationError
 
 
@@ -21,12 +21,12 @@ def test_a_verified_token_is_answered_from_memory_until_it_expires():
     assert checker.verify(token) == "alice"
     assert checker.verify(token) == "alice"
     # Then it was remembered once
-    assert list(checker.verified) == [token]
+    assert list(checker.verified) == [(SESSION_ROUTES, token)]
     # and once expired it is refused, from memory or not
     time.sleep(1.2)
     with pytest.raises(AuthenticationError, match="expired"):
         checker.verify(token)
-    assert token not in checker.verified
+    assert (SESSION_ROUTES, token) not in checker.verified
 
 
 def test_a_token_that_fails_is_not_remembered():

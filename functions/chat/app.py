@@ -55,8 +55,8 @@ CHAT_ERRORS = {
     },
     429: {
         "model": ErrorBody,
-        "description": "Daily chat quota used up, or the model provider is rate limiting "
-        "(`Retry-After`)",
+        "description": "Daily chat quota used up, another turn of the user is still running, "
+        "or the model provider is rate limiting (`Retry-After`)",
     },
 }
 

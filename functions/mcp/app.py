@@ -2,7 +2,9 @@
 is `todo_backend.mcp.server` in the shared layer, the `mcp` SDK ships with this function.
 
 POST /mcp is a FastAPI route (so it is documented and authenticated like every other route) whose
-response hands the untouched ASGI request to the SDK's Streamable HTTP transport.
+response hands the untouched ASGI request to the SDK's Streamable HTTP transport. It accepts
+session tokens and OAuth access tokens issued for this resource (`todo_backend.core.auth`); every
+error it answers but the 401 is a small JSON-RPC error (`todo_backend.mcp.errors`).
 """
 
 import gc
@@ -17,15 +19,20 @@ from fastapi.security import HTTPAuthorizationCredentials
 from mangum import Mangum
 from starlette.types import Receive, Scope, Send
 
-from todo_backend.core.api import ErrorBody, authenticate, bearer, create_app
+from todo_backend.core.api import ErrorBody, authorize, bearer, create_app
+from todo_backend.core.auth import Principal, RouteAudience, oauth_issuer
 from todo_backend.core.errors import AuthenticationError, DomainError
 from todo_backend.core.observability import instrumented
 from todo_backend.core.settings import get_settings
 from todo_backend.core.snapstart import register as register_snapstart
+from todo_backend.mcp.errors import JsonRpcErrors, with_json_rpc_oversized
 from todo_backend.mcp.server import (
     MCP_PATH,
     METADATA_PATH,
+    METADATA_ROOT_PATH,
     bearer_challenge,
+    front_end_origins,
+    mcp_resource,
     origin_of,
     protected_resource_metadata,
     serve,
@@ -48,30 +55,36 @@ class ChallengedAuthenticationError(DomainError):
         self.headers = {"WWW-Authenticate": bearer_challenge(origin)}
 
 
-async def mcp_user(
+async def mcp_principal(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> str:
+) -> Principal:
+    """The token's subject and scopes: a session token, or an OAuth access token for this
+    resource (`<origin>/mcp`); 401 with the challenge otherwise."""
+    origin = origin_of(request, get_settings().public_url)
+    route = RouteAudience(mcp_resource=mcp_resource(origin))
     try:
-        return authenticate(request.headers.get("authorization"))
+        return authorize(request.headers.get("authorization"), route)
     except AuthenticationError as error:
-        raise ChallengedAuthenticationError(error.detail, origin_of(request)) from None
+        raise ChallengedAuthenticationError(error.detail, origin) from None
 
 
 class McpExchange(Response):
     """The response of POST /mcp: the SDK's transport reads the request and answers it itself."""
 
-    def __init__(self, user: str) -> None:
+    def __init__(self, principal: Principal) -> None:
         super().__init__()
-        self.user = user
+        self.principal = principal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = get_settings()
         await serve(
             scope,
             receive,
             send,
-            user=self.user,
-            extra_origins=list(get_settings().cors_origins),
+            principal=self.principal,
+            extra_origins=front_end_origins(settings),
+            public_url=settings.public_url,
         )
 
 
@@ -87,30 +100,50 @@ JSON_RPC = {"application/json": {"schema": {"type": "object", "description": "JS
     responses={
         200: {"description": "The JSON-RPC response", "content": JSON_RPC},
         202: {"description": "A notification, accepted"},
-        400: {"description": "Not a JSON-RPC message, or not `Content-Type: application/json`"},
+        400: {
+            "description": "Not one JSON-RPC message (a batch array: -32600), or not "
+            "`Content-Type: application/json`",
+            "content": JSON_RPC,
+        },
         401: {
             "model": ErrorBody,
-            "description": "Missing or invalid token; "
-            '`WWW-Authenticate: Bearer resource_metadata="…"`',
+            "description": "Missing or invalid token, or one issued for another resource; "
+            '`WWW-Authenticate: Bearer resource_metadata="…", scope="…"`',
         },
-        403: {"description": "`Origin` not allowed"},
-        406: {"description": "`Accept` must include application/json"},
-        413: {"description": "Body over 64 KiB"},
-        421: {"description": "`Host` not allowed"},
-        503: {"model": ErrorBody, "description": "The token's key set could not be fetched"},
+        403: {"description": "`Origin` not allowed", "content": JSON_RPC},
+        406: {"description": "`Accept` must include application/json", "content": JSON_RPC},
+        413: {"description": "Body over 64 KiB", "content": JSON_RPC},
+        421: {"description": "`Host` not allowed", "content": JSON_RPC},
+        503: {"description": "The token's key set could not be fetched", "content": JSON_RPC},
     },
 )
-async def mcp(user: Annotated[str, Depends(mcp_user)]) -> Response:
-    return McpExchange(user)
+async def mcp(principal: Annotated[Principal, Depends(mcp_principal)]) -> Response:
+    return McpExchange(principal)
 
 
-@app.get(METADATA_PATH, summary="OAuth protected resource metadata (RFC 9728)")
 async def oauth_protected_resource(request: Request) -> dict[str, Any]:
-    server = get_settings().better_auth_url
+    settings = get_settings()
     return protected_resource_metadata(
-        origin_of(request), None if server is None else str(server).rstrip("/")
+        origin_of(request, settings.public_url), oauth_issuer(settings)
     )
 
 
-handler = instrumented(Mangum(app, lifespan="off"))
+for path, operation in (
+    (METADATA_PATH, "oauth_protected_resource_mcp"),
+    (METADATA_ROOT_PATH, "oauth_protected_resource"),
+):
+    app.get(
+        path,
+        operation_id=operation,
+        summary="OAuth protected resource metadata (RFC 9728) of /mcp",
+        description="Also served at the root (`/.well-known/oauth-protected-resource`) for "
+        "clients that look there.",
+        responses={421: {"model": ErrorBody, "description": "`Host` not allowed"}},
+    )(oauth_protected_resource)
+
+
+# Outermost: it sees what the body limit, CORS and the SDK answer at /mcp.
+app.add_middleware(JsonRpcErrors, path=MCP_PATH)
+
+handler = with_json_rpc_oversized(instrumented(Mangum(app, lifespan="off")), MCP_PATH)
 register_snapstart(app, warm_mcp_routes)

@@ -5,12 +5,13 @@ at a time, so FastAPI's worker-thread hop for sync routes would be pure per-requ
 """
 
 import gc
+import importlib
 
 gc.disable()  # while the function initialises; register_snapstart (last) enables it
 
 from typing import Annotated
 
-from fastapi import Body, Depends, Header, Path, Request, Response, status
+from fastapi import Body, Depends, Header, Path, Query, Request, Response, status
 from mangum import Mangum
 
 from todo_backend.core.api import (
@@ -20,6 +21,7 @@ from todo_backend.core.api import (
     create_app,
     errors,
     include_user_routes,
+    lazy_model_response,
     location_of,
     user_router,
 )
@@ -129,6 +131,36 @@ async def task_stats(user: CurrentUser, db: DatabaseDep) -> TaskStats:
 @router.get("/reminders", responses=errors())
 async def due_reminders(user: CurrentUser, db: DatabaseDep) -> ReminderList:
     return reminders.due_reminders(db, user)
+
+
+@router.get(
+    "/export",
+    response_model=None,
+    responses={
+        200: lazy_model_response(
+            "UserDataExport",
+            lambda: importlib.import_module("todo_backend.userdata.models").UserDataExport,
+            "A page of the user's data (at most 5 MB; `next_cursor` for the next)",
+        ),
+        **errors(),
+    },
+)
+async def export_user_data(
+    user: CurrentUser,
+    db: DatabaseDep,
+    cursor: Annotated[str | None, Query(max_length=300)] = None,
+) -> Response:
+    # Imported when first asked for: a rare route stays out of every cold start.
+    from todo_backend.userdata.export import export_page
+
+    return Response(export_page(db, user, cursor), media_type="application/json")
+
+
+@router.delete("/data", status_code=status.HTTP_204_NO_CONTENT, responses=errors())
+async def erase_user_data(user: CurrentUser, db: DatabaseDep) -> None:
+    from todo_backend.userdata.erase import erase_user_data
+
+    erase_user_data(db, user)
 
 
 include_user_routes(app, router)

@@ -211,6 +211,8 @@ def seed_turn(
     turns.finish(
         database,
         claim.turn_id,
+        user_id=user_id,
+        attempt_id=claim.attempt_id,
         succeeded=True,
         content=reply,
         tool_calls=tool_calls or [],
@@ -249,7 +251,8 @@ def in_thread(action: Callable[[], Any]) -> tuple[threading.Thread, dict[str, An
 def usage_row_locked(database_url: str, user_id: str, waiters: int) -> Iterator[None]:
     """Hold the user's usage row of today locked (FOR UPDATE, in a transaction of its own) while
     the block runs, then until `waiters` statements wait on a lock: every claim of the user
-    waits on that row, with the snapshot it took when it started. Then release it."""
+    waits, with the snapshot it took when it started (the first to take the user's running-turn
+    lease waits on that row, the others on the lease it took). Then release it."""
     from todo_backend.core.db import create_database_engine
 
     engine = create_database_engine(database_url, pool_size=2, autocommit=False)

@@ -86,8 +86,9 @@ CONFIRM = compact(
         WHERE tasks.id = claimed.task_id AND tasks.user_id = :user_id
         RETURNING tasks.*
     ), event AS (
-        INSERT INTO task_events (user_id, task_id, detail_type, task)
-        SELECT user_id, id, 'Task Deleted', {task_json_sql("deleted")} FROM deleted
+        INSERT INTO task_events (user_id, task_id, detail_type, task, sequence)
+        SELECT user_id, id, 'Task Deleted', {task_json_sql("deleted")}, event_sequence + 1
+        FROM deleted
     ), outcome AS (
         SELECT claimed.*, to_jsonb(deleted) AS row,
                CASE WHEN deleted.id IS NULL

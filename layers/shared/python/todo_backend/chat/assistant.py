@@ -95,6 +95,16 @@ class TurnInProgressError(DomainError):
         self.headers = {"Retry-After": str(retry_after or 1)}
 
 
+class AnotherTurnRunningError(DomainError):
+    """Another turn of the user is still running: one at a time."""
+
+    status_code = 429
+
+    def __init__(self, retry_after: int | None) -> None:
+        super().__init__("Another chat turn is still running")
+        self.headers = {"Retry-After": str(retry_after or 1)}
+
+
 class IdempotencyKeyReusedError(InvalidInputError):
     def __init__(self) -> None:
         super().__init__(
@@ -533,10 +543,13 @@ def run_turn(
         return ChatResponse.model_validate(claim.response)
     if claim.action == "busy":
         raise TurnInProgressError(claim.busy_seconds)
+    if claim.action == "quota":
+        count("ChatQuotaExceeded")
+        raise ChatQuotaExceededError()
+    if claim.action == "occupied":
+        count("ChatTurnsRefusedWhileRunning")
+        raise AnotherTurnRunningError(claim.lease_seconds)
     if claim.turn_id is None or claim.conversation_id is None:
-        if not claim.counted:
-            count("ChatQuotaExceeded")
-            raise ChatQuotaExceededError()
         raise TurnInProgressError(int(settings.chat_turn_budget_seconds))
     turn = Turn(db, settings, user_id, claim.turn_id, deadline, claim.records)
     get_cohere_client()
@@ -558,16 +571,17 @@ def run_turn(
             count("CohereErrors")
         # Whatever failed, the calls that already ran are kept with their results, and the turn
         # may be retried with its key.
-        _finish(db, turn, claim.conversation_id, FAILED_TURN_NOTE, succeeded=False)
+        _finish(db, turn, claim, FAILED_TURN_NOTE, succeeded=False)
         raise
-    return _finish(db, turn, claim.conversation_id, text, succeeded=True)
+    return _finish(db, turn, claim, text, succeeded=True)
 
 
 def _finish(
-    db: Database, turn: Turn, conversation_id: uuid.UUID, text: str, *, succeeded: bool
+    db: Database, turn: Turn, claim: turns.Claim, text: str, *, succeeded: bool
 ) -> ChatResponse:
+    assert claim.conversation_id is not None
     response = ChatResponse(
-        conversation_id=conversation_id,
+        conversation_id=claim.conversation_id,
         turn_id=turn.turn_id,
         response=text,
         tool_calls=[
@@ -606,6 +620,8 @@ def _finish(
         turns.finish(
             db,
             turn.turn_id,
+            user_id=turn.user_id,
+            attempt_id=claim.attempt_id,
             succeeded=succeeded,
             content=text,
             tool_calls=stored,

@@ -108,6 +108,8 @@ class ChatTurn(SQLModel, table=True):
         ),
         UniqueConstraint("user_id", "idempotency_key", name="uq_chat_turns_user_key"),
         Index("ix_chat_turns_conversation_created", "conversation_id", "created_at"),
+        # Retention (CHAT_RECORD_RETENTION_DAYS): the oldest turns first.
+        Index("ix_chat_turns_created", "created_at"),
     )
 
     id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
@@ -173,12 +175,31 @@ class ChatUsage(SQLModel, table=True):
     """Turns and billed Cohere tokens per user and UTC day."""
 
     __tablename__ = "chat_usage"
-    __table_args__ = (PrimaryKeyConstraint("user_id", "day", name="pk_chat_usage"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("user_id", "day", name="pk_chat_usage"),
+        # Retention (CHAT_RECORD_RETENTION_DAYS): the oldest days first.
+        Index("ix_chat_usage_day", "day"),
+    )
 
     user_id: str = Field(sa_column=Column(Text, nullable=False))
     day: date = Field(sa_column=Column(Date, nullable=False))
     turns: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
     tokens: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
+class ChatLease(SQLModel, table=True):
+    """The user's running chat turn: at most one at a time. A lease, not a held lock (no
+    transaction outlives a statement): it ends when the turn finishes, or at `until` when the
+    function running it died. `version` changes with every take and release, so a claim takes
+    the lease only if nothing changed since its snapshot (chat/turns.py CLAIM)."""
+
+    __tablename__ = "chat_leases"
+    __table_args__ = (PrimaryKeyConstraint("user_id", name="pk_chat_leases"),)
+
+    user_id: str = Field(sa_column=Column(Text, nullable=False))
+    attempt_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    until: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    version: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="1"))
 
 
 class ChatPendingAction(SQLModel, table=True):

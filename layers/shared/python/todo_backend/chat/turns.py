@@ -2,18 +2,22 @@
 
 A turn takes one statement to start (`claim`), one per tool call, and one to finish:
 
-- `claim` checks and counts the daily quota, claims the idempotency key (or takes over a failed or
-  abandoned turn with that key), stores the user's message and returns the bounded history, in one
-  statement: no read-then-write race, whatever runs concurrently. A claim whose snapshot missed
-  a concurrent insert of the same turn (its own earlier attempt, still running when its reply
-  was lost, or a request with the same key) fails on the turn's key, which undoes its quota
-  count, and runs again; a resume takes over a turn that its own earlier attempt resumed.
+- `claim` takes the user's lease (one running turn per user: `chat_leases`), checks and counts
+  the daily quota, claims the idempotency key (or takes over a failed or abandoned turn with that
+  key), stores the user's message and returns the bounded history, in one statement. The lease
+  is taken only if it is as the statement's snapshot saw it, and only its taker counts the turn:
+  a claim that loses a race to a concurrent one (another turn, a retry of the same turn, its own
+  earlier attempt still running after its reply was lost) changes nothing and runs again, with
+  a fresh snapshot, to see the winner. As the lease is held from claim to finish, and `finish`
+  bills the tokens as it ends it, the quota a claim reads is never stale: a turn is counted once,
+  and at most one turn's tokens are billed past the daily limit. A function that died holding the
+  lease holds it until its turn counts as abandoned (`until`).
 - A tool call that changes a task is recorded by a `ChangeHook` in the very statement that makes
   the change (`chat_tool_calls`, keyed by turn and call number). Run twice, that statement either
   applies once or fails on the key and rolls back whole, so a lost reply is settled by running it
   again and reading the record (`run_change`).
-- `finish` stores the reply (or the failure note), the response and the billed tokens; it is safe
-  to run twice.
+- `finish` stores the reply (or the failure note), the response and the billed tokens, and ends
+  the lease; it is safe to run twice.
 """
 
 import hashlib
@@ -79,7 +83,7 @@ def fingerprint(message: str, conversation_id: uuid.UUID | None) -> str:
 CLAIM = compact(
     f"""
     WITH existing AS (
-        SELECT id, conversation_id, fingerprint, status, response, created_at,
+        SELECT id, conversation_id, fingerprint, status, response, created_at, attempt_id,
                attempt_id = CAST(:turn_id AS uuid) AS mine,
                status = 'running'
                  AND started_at > now() - make_interval(secs => :abandon_seconds) AS busy,
@@ -94,6 +98,11 @@ CLAIM = compact(
     ), known AS (
         SELECT id FROM conversations
         WHERE id = CAST(:conversation_id AS uuid) AND user_id = :user_id
+    ), held AS (
+        SELECT attempt_id, until, version FROM chat_leases WHERE user_id = :user_id
+    ), used AS (
+        SELECT u.turns, u.tokens FROM chat_usage AS u
+        WHERE u.user_id = :user_id AND u.day = (now() AT TIME ZONE 'UTC')::date
     ), decision AS (
         SELECT CASE
             WHEN existing.id IS NULL THEN CASE
@@ -105,22 +114,30 @@ CLAIM = compact(
             WHEN existing.status = 'succeeded' THEN 'replay'
             WHEN existing.busy THEN 'busy'
             ELSE 'resume'
-        END AS action
+        END AS action,
+        CASE WHEN existing.status <> 'succeeded' THEN existing.attempt_id END AS resumable,
+        NOT EXISTS (
+            SELECT 1 FROM used WHERE used.turns >= :turn_limit OR used.tokens >= :token_limit
+        ) AS within_quota
         FROM (SELECT 1) AS one LEFT JOIN existing ON true
-    ), usage AS (
-        INSERT INTO chat_usage AS u (user_id, day, turns, tokens)
-        SELECT :user_id, (now() AT TIME ZONE 'UTC')::date, 1, 0
-        FROM decision WHERE action IN ('new', 'resume')
-        ON CONFLICT (user_id, day) DO UPDATE SET turns = u.turns + 1
-        WHERE u.turns < :turn_limit AND u.tokens < :token_limit
-        RETURNING turns
+    ), lease AS (
+        INSERT INTO chat_leases AS l (user_id, attempt_id, until)
+        SELECT :user_id, CAST(:turn_id AS uuid), now() + make_interval(secs => :abandon_seconds)
+        FROM decision
+        WHERE decision.action IN ('new', 'resume') AND decision.within_quota
+        ON CONFLICT (user_id) DO UPDATE
+        SET attempt_id = excluded.attempt_id, until = excluded.until, version = l.version + 1
+        WHERE l.version = (SELECT version FROM held)
+          AND (l.until <= now()
+               OR l.attempt_id = (SELECT resumable FROM decision WHERE action = 'resume'))
+        RETURNING l.user_id
     ), turn AS (
         INSERT INTO chat_turns (id, attempt_id, user_id, conversation_id, idempotency_key,
                                 fingerprint, status)
         SELECT CAST(:turn_id AS uuid), CAST(:turn_id AS uuid), :user_id,
                coalesce(CAST(:conversation_id AS uuid), CAST(:new_conversation_id AS uuid)),
                CAST(:idempotency_key AS varchar), :fingerprint, 'running'
-        FROM decision, usage WHERE decision.action = 'new'
+        FROM decision, lease WHERE decision.action = 'new'
         RETURNING id, conversation_id, created_at
     ), started AS (
         INSERT INTO conversations (id, user_id, title)
@@ -137,19 +154,36 @@ CLAIM = compact(
         UPDATE chat_turns AS t
         SET status = 'running', started_at = now(), attempts = t.attempts + 1, finished_at = NULL,
             attempt_id = CAST(:turn_id AS uuid)
-        FROM existing, decision, usage
+        FROM existing, decision, lease
         WHERE t.id = existing.id AND decision.action = 'resume'
           AND (t.status = 'failed'
                OR t.started_at <= now() - make_interval(secs => :abandon_seconds)
                OR t.attempt_id = CAST(:turn_id AS uuid))
         RETURNING t.id, t.conversation_id, t.created_at
+    ), usage AS (
+        INSERT INTO chat_usage AS u (user_id, day, turns, tokens)
+        SELECT :user_id, (now() AT TIME ZONE 'UTC')::date, 1, 0
+        WHERE EXISTS (SELECT 1 FROM turn) OR EXISTS (SELECT 1 FROM resumed)
+        ON CONFLICT (user_id, day) DO UPDATE SET turns = u.turns + 1
     ), claimed AS (
         SELECT id, conversation_id, created_at FROM turn
         UNION ALL SELECT id, conversation_id, created_at FROM resumed
         UNION ALL SELECT id, conversation_id, created_at FROM existing WHERE mine
     )
-    SELECT decision.action, existing.response, existing.busy_seconds,
-           EXISTS (SELECT 1 FROM usage) AS counted,
+    SELECT CASE
+               WHEN decision.action NOT IN ('new', 'resume') OR EXISTS (SELECT 1 FROM lease)
+               THEN decision.action
+               WHEN NOT decision.within_quota THEN 'quota'
+               WHEN EXISTS (SELECT 1 FROM held WHERE held.until > now()
+                                AND held.attempt_id IS DISTINCT FROM decision.resumable)
+               THEN 'occupied'
+               ELSE 'raced' END AS action,
+           EXISTS (SELECT 1 FROM lease) AS leased, existing.response, existing.busy_seconds,
+           (SELECT GREATEST(1, ceil(CASE
+                   WHEN held.until - now() > make_interval(secs => :margin_seconds)
+                   THEN extract(epoch FROM held.until - now()) - :margin_seconds
+                   ELSE extract(epoch FROM held.until - now()) END))::int
+            FROM held) AS lease_seconds,
            claimed.id AS turn_id, claimed.conversation_id, history.items AS history,
            records.items AS records
     FROM decision
@@ -201,9 +235,15 @@ FINISH = compact(
             output_tokens = output_tokens + :output_tokens
         WHERE id = CAST(:turn_id AS uuid) AND status = 'running'
         RETURNING id, conversation_id, user_id
+    ), released AS (
+        UPDATE chat_leases
+        SET attempt_id = NULL, until = now(), version = version + 1
+        WHERE user_id = :user_id AND attempt_id = CAST(:attempt_id AS uuid)
+        RETURNING user_id
     ), usage AS (
         INSERT INTO chat_usage AS u (user_id, day, turns, tokens)
-        SELECT user_id, (now() AT TIME ZONE 'UTC')::date, 0, :tokens FROM turn
+        SELECT :user_id, (now() AT TIME ZONE 'UTC')::date, 0, :tokens
+        WHERE EXISTS (SELECT 1 FROM turn) OR EXISTS (SELECT 1 FROM released)
         ON CONFLICT (user_id, day) DO UPDATE SET tokens = u.tokens + excluded.tokens
     ), conversation AS (
         UPDATE conversations SET updated_at = now()
@@ -232,6 +272,15 @@ FINISH = compact(
     """
 )
 
+# A lease taken by a resume whose turn was no longer resumable when its row was reached (changed
+# after the statement's snapshot): given back at once, and the claim runs again to see the turn.
+RELEASE = compact(
+    """
+    UPDATE chat_leases SET attempt_id = NULL, until = now(), version = version + 1
+    WHERE user_id = :user_id AND attempt_id = CAST(:attempt_id AS uuid)
+    """
+)
+
 READ_RECORD = compact(
     """
     SELECT name, kind, task, result FROM chat_tool_calls
@@ -249,8 +298,9 @@ READ_USAGE = compact(
 
 
 class Claim(NamedTuple):
-    """What `claim` decided. `action`: new, mine (our own claim, run again), resume, replay, busy,
-    mismatch, unknown (no such conversation); `turn_id` is None when no turn may run."""
+    """What `claim` decided. `action`: new, mine (our own claim, run again), resume, replay, busy
+    (this turn runs), mismatch, unknown (no such conversation), quota (over the daily quota),
+    occupied (another turn of the user runs); `turn_id` is None when no turn may run."""
 
     action: str
     turn_id: uuid.UUID | None
@@ -259,8 +309,16 @@ class Claim(NamedTuple):
     records: list[dict[str, Any]]
     response: dict[str, Any] | None
     busy_seconds: int | None
-    # Whether the daily quota let the turn run (false: over quota).
-    counted: bool
+    # This attempt's id: the holder of the user's lease while the turn runs (`finish` ends it).
+    attempt_id: uuid.UUID
+    # For `occupied`: when the running turn should be done (its budget's end; once past it, when
+    # the turn counts as abandoned).
+    lease_seconds: int | None = None
+
+
+# A claim that lost the lease to a concurrent one runs again (with a fresh snapshot) at most this
+# often; still losing, it is told another turn runs.
+CLAIM_RACES = 3
 
 
 def claim(
@@ -273,8 +331,9 @@ def claim(
 ) -> Claim:
     """Start (or resume) a turn in one statement. Safe to run twice: the turn id is chosen here,
     so a claim whose reply was lost is recognised as our own when run again."""
+    attempt_id = uuid.uuid4()
     statement = CLAIM.bindparams(
-        turn_id=uuid.uuid4(),
+        turn_id=attempt_id,
         new_conversation_id=uuid.uuid4(),
         user_id=user_id,
         conversation_id=conversation_id,
@@ -286,21 +345,39 @@ def claim(
         token_limit=settings.chat_daily_tokens,
         budget_seconds=settings.chat_turn_budget_seconds,
         abandon_seconds=settings.chat_turn_budget_seconds + ABANDON_MARGIN_SECONDS,
+        margin_seconds=ABANDON_MARGIN_SECONDS,
         history_rows=HISTORY_ROWS,
         history_chars=settings.chat_history_max_chars,
         note=UNFINISHED_TURN_NOTE,
     )
-    try:
-        row = db.fetch_one(statement, idempotent=True)
-    except IntegrityError as error:
-        if not any(key in str(error.orig) for key in TURN_KEYS):
-            raise
-        # Another statement inserted the turn while this one ran: our own first attempt, whose
-        # reply was lost but which ran on (a cut connection does not stop a statement), or a
-        # concurrent request with the same key. The failed insert undid this statement's quota
-        # count; run it again to see the winner's turn (`mine`, `busy`, ...).
-        row = db.fetch_one(statement, idempotent=True)
-    assert row is not None
+    row: Any = None
+    for _ in range(CLAIM_RACES):
+        try:
+            row = db.fetch_one(statement, idempotent=True)
+        except IntegrityError as error:
+            if not any(key in str(error.orig) for key in TURN_KEYS):
+                raise
+            # Another statement inserted the turn while this one ran: our own first attempt,
+            # whose reply was lost but which ran on (a cut connection does not stop a
+            # statement), or a concurrent request with the same key. The failed insert undid
+            # this statement's lease and quota count; run it again to see the winner's turn.
+            continue
+        assert row is not None
+        if row["leased"] and row["turn_id"] is None:
+            db.run(
+                lambda connection: connection.execute(
+                    RELEASE.bindparams(user_id=user_id, attempt_id=attempt_id)
+                )
+            )
+            continue
+        if row["action"] != "raced":
+            break
+        # A concurrent claim (or our own earlier attempt, still running when its reply was
+        # lost) changed the lease after this statement's snapshot; this one changed nothing.
+    else:
+        row = {**row, "action": "occupied"} if row is not None else None
+    if row is None:
+        raise DatabaseUnavailableError("the turn could not be claimed")
     return Claim(
         action=row["action"],
         turn_id=row["turn_id"],
@@ -309,7 +386,8 @@ def claim(
         records=list(row["records"] or []),
         response=row["response"],
         busy_seconds=row["busy_seconds"],
-        counted=row["counted"],
+        attempt_id=attempt_id,
+        lease_seconds=row["lease_seconds"],
     )
 
 
@@ -317,6 +395,8 @@ def finish(
     db: Database,
     turn_id: uuid.UUID,
     *,
+    user_id: str,
+    attempt_id: uuid.UUID,
     succeeded: bool,
     content: str,
     tool_calls: Sequence[dict[str, Any]],
@@ -327,11 +407,14 @@ def finish(
     input_tokens: int,
     output_tokens: int,
 ) -> None:
-    """Store the reply and the outcome of the turn. The recorded calls get the results the model
-    was sent (`recorded`: seq and result). A failed turn keeps a note with the calls it made (none:
-    no note) and records every call, so that a retry replays them."""
+    """Store the reply and the outcome of the turn, and end the user's lease (`attempt_id`: the
+    claim's). The recorded calls get the results the model was sent (`recorded`: seq and
+    result). A failed turn keeps a note with the calls it made (none: no note) and records every
+    call, so that a retry replays them."""
     statement = FINISH.bindparams(
         turn_id=turn_id,
+        user_id=user_id,
+        attempt_id=attempt_id,
         status="succeeded" if succeeded else "failed",
         response=json.dumps(storable(response)) if response is not None else None,
         input_tokens=input_tokens,

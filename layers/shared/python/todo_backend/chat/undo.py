@@ -30,6 +30,9 @@ WINDOW_HOURS = 24
 # Put back as they were (the rest: the task's identity, its creation, the idempotency key and
 # `updated_at`, which the undo sets, as any change does; `reminded_at` below).
 _KEPT = {"id", "user_id", "created_at", "updated_at", "idempotency_key", "idempotency_fingerprint"}
+# ...and the task's event counter (`sequence`, docs/events.md), which goes on: an undo's events
+# are numbered after the turn's, as any change's; a restored task's after its deletion's.
+_KEPT.add("event_sequence")
 _REVERTED_SET = ", ".join(
     f"{column.name} = b.{column.name}"
     for column in tasks.c
@@ -63,6 +66,7 @@ UNDO = compact(
                     ELSE 'reverted' END AS action,
                first_before AS target,
                last_kind <> 'deleted' AS expect_present,
+               CAST(last_task->>'event_sequence' AS bigint) AS last_sequence,
                CAST(last_task->>'updated_at' AS timestamptz) AS expect_updated_at
         FROM per_task
         WHERE first_kind = 'created' OR first_before IS NOT NULL
@@ -101,9 +105,9 @@ UNDO = compact(
         FROM actions, decision
         WHERE decision.go AND a.id = actions.id AND actions.status = 'pending'
     ), todo AS (
-        SELECT task_id, action, target FROM plan WHERE action IS NOT NULL
+        SELECT task_id, action, target, last_sequence FROM plan WHERE action IS NOT NULL
         UNION ALL
-        SELECT s.task_id, 'deleted', CAST(NULL AS jsonb)
+        SELECT s.task_id, 'deleted', CAST(NULL AS jsonb), CAST(NULL AS bigint)
         FROM spawned AS s JOIN locked AS l ON l.id = s.task_id
     ), removed AS (
         DELETE FROM tasks AS t USING todo, decision
@@ -115,7 +119,8 @@ UNDO = compact(
         SET {_REVERTED_SET},
             reminded_at = CASE WHEN t.remind_at IS NOT DISTINCT FROM b.remind_at
                                THEN t.reminded_at ELSE b.reminded_at END,
-            updated_at = now()
+            updated_at = now(),
+            event_sequence = t.event_sequence + 1
         FROM todo CROSS JOIN decision
              CROSS JOIN LATERAL jsonb_populate_record(CAST(NULL AS tasks), todo.target) AS b
         WHERE decision.go AND todo.action = 'reverted' AND t.id = todo.task_id
@@ -125,16 +130,20 @@ UNDO = compact(
         INSERT INTO tasks
         SELECT (jsonb_populate_record(CAST(NULL AS tasks), todo.target || jsonb_build_object(
                     'idempotency_key', NULL, 'idempotency_fingerprint', NULL,
-                    'updated_at', now()))).*
+                    'updated_at', now(),
+                    'event_sequence', coalesce(todo.last_sequence + 2, 1)))).*
         FROM todo, decision WHERE decision.go AND todo.action = 'restored'
         RETURNING *
     ), event AS (
-        INSERT INTO task_events (user_id, task_id, detail_type, task)
-        SELECT user_id, id, 'Task Deleted', {task_json_sql("removed")} FROM removed
+        INSERT INTO task_events (user_id, task_id, detail_type, task, sequence)
+        SELECT user_id, id, 'Task Deleted', {task_json_sql("removed")}, event_sequence + 1
+        FROM removed
         UNION ALL
-        SELECT user_id, id, 'Task Updated', {task_json_sql("reverted")} FROM reverted
+        SELECT user_id, id, 'Task Updated', {task_json_sql("reverted")}, event_sequence
+        FROM reverted
         UNION ALL
-        SELECT user_id, id, 'Task Created', {task_json_sql("restored")} FROM restored
+        SELECT user_id, id, 'Task Created', {task_json_sql("restored")}, event_sequence
+        FROM restored
     ), undone AS (
         INSERT INTO chat_undos (turn_id, user_id, response)
         SELECT CAST(:turn_id AS uuid), :user_id, jsonb_build_object(

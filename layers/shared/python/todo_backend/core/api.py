@@ -3,6 +3,7 @@ reached, and `Annotated` aliases."""
 
 import copy
 import importlib.util
+import json
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -27,7 +28,7 @@ from starlette.datastructures import URLPath
 from starlette.routing import BaseRoute, Match, compile_path, get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from todo_backend.core.auth import get_token_verifier
+from todo_backend.core.auth import SESSION_ROUTES, Principal, RouteAudience, get_token_verifier
 from todo_backend.core.db import Database, get_database
 from todo_backend.core.errors import (
     AuthenticationError,
@@ -79,6 +80,39 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         }
         for code in (401, 503, *codes)
     }
+
+
+# Response models documented by reference and loaded only when the document is built: a route
+# that writes its JSON itself (a rare one, whose models would cost every cold start their import).
+_lazy_models: dict[str, Callable[[], type[BaseModel]]] = {}
+
+
+def lazy_model_response(
+    name: str, load: Callable[[], type[BaseModel]], description: str
+) -> dict[str, Any]:
+    """An OpenAPI response whose schema is the model `load()` returns, named `name`."""
+    _lazy_models[name] = load
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"{REF_PREFIX}{name}"}}},
+    }
+
+
+def _add_lazy_models(document: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """The lazy models that the document's operations refer to (one process may build the
+    documents of several functions: scripts/openapi.py)."""
+    referenced = json.dumps(document.get("paths", {}))
+    for name, load in _lazy_models.items():
+        if f'"{REF_PREFIX}{name}"' not in referenced:
+            continue
+        schema = load().model_json_schema(
+            mode="serialization",
+            ref_template=f"{REF_PREFIX}{{model}}",
+            schema_generator=_UnsortedJsonSchema,
+        )
+        for nested, definition in schema.pop("$defs", {}).items():
+            schemas.setdefault(nested, definition)
+        schemas[name] = schema
 
 
 # Marks an operation whose query string a QueryModel reads: `_documented` replaces the mark
@@ -188,6 +222,7 @@ def _documented(
                 for kind, entries in more.get("components", {}).items():
                     components.setdefault(kind, {}).update(entries)
             schemas["ErrorBody"] = ErrorBody.model_json_schema()
+            _add_lazy_models(document, schemas)
             for path_item in document.get("paths", {}).values():
                 for method, operation in path_item.items():
                     name = operation.pop(QUERY_MODEL_MARK, None)
@@ -241,6 +276,15 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+# CORS, the one list: the local app answers it with these, and in AWS API Gateway does, from the
+# template's `x-amazon-apigateway-cors` (tests/test_cors.py fails when the two differ). Browser MCP
+# clients send MCP-Protocol-Version after initialize, and read a 401's WWW-Authenticate.
+CORS_ALLOW_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+CORS_ALLOW_HEADERS = ("authorization", "content-type", "idempotency-key", "mcp-protocol-version")
+CORS_EXPOSE_HEADERS = ("location", "retry-after", "www-authenticate")
+CORS_MAX_AGE_SECONDS = 600
+
+
 def create_app(title: str, description: str) -> FastAPI:
     """A FastAPI app with the shared error mapping and CORS; routes are added by the function."""
     settings = get_settings()
@@ -253,22 +297,28 @@ def create_app(title: str, description: str) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Location", "Retry-After"],
-            max_age=600,
+            allow_methods=list(CORS_ALLOW_METHODS),
+            allow_headers=list(CORS_ALLOW_HEADERS),
+            expose_headers=list(CORS_EXPOSE_HEADERS),
+            max_age=CORS_MAX_AGE_SECONDS,
         )
     return app
 
 
 def authenticate(authorization: str | None) -> str:
-    """The token's `sub`; 401 with `WWW-Authenticate: Bearer` for anything else."""
+    """The token's `sub`; 401 with `WWW-Authenticate: Bearer` for anything else (a token issued
+    for the MCP resource included)."""
+    return authorize(authorization, SESSION_ROUTES).subject
+
+
+def authorize(authorization: str | None, route: RouteAudience) -> Principal:
+    """Who the bearer token speaks for at a route with these audience rules, and its scopes."""
     if authorization is None:
         raise AuthenticationError("Not authenticated")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError("Not authenticated")
-    return get_token_verifier().verify(token.strip())
+    return get_token_verifier().authorize(token.strip(), route)
 
 
 bearer = HTTPBearer(auto_error=False, description="A JWT issued by Better Auth")

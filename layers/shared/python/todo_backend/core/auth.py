@@ -2,7 +2,8 @@
 
 import time
 from functools import cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -80,10 +81,92 @@ def is_valid_subject(subject: object) -> bool:
 # Tokens already verified, kept until they expire: a front end sends the same token with every
 # request, and verifying it (two base64/JSON parses and an HMAC) is a large part of a warm request.
 VERIFIED_TOKENS_MAX = 1024
+# Where Better Auth's OAuth provider plugin issues tokens, under BETTER_AUTH_URL.
+BETTER_AUTH_OAUTH_ISSUER_PATH = "/api/auth"
+# The path of the MCP endpoint: a token whose `aud` is a URL ending in it was issued for an MCP
+# resource (RFC 8707), never for the REST and chat routes.
+MCP_RESOURCE_PATH = "/mcp"
+
+
+class RouteAudience(NamedTuple):
+    """What a route accepts. `mcp_resource` None: a REST or chat route, which takes session tokens
+    only; else the MCP endpoint at that URL, which also takes OAuth access tokens issued for it.
+
+    Verified tokens are remembered per route audience, so a token accepted by one route is never
+    answered from memory at a route that would refuse it."""
+
+    mcp_resource: str | None = None
+
+
+SESSION_ROUTES = RouteAudience()
+
+
+class Principal(NamedTuple):
+    """Who a token speaks for, and what it may do: `scopes` None is a token without a `scope`
+    claim (a session JWT), which may do everything."""
+
+    subject: str
+    scopes: frozenset[str] | None = None
+
+    def allows(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
+
+
+def oauth_issuer(settings: Settings) -> str | None:
+    """`OAUTH_ISSUER`, else Better Auth's OAuth provider under `BETTER_AUTH_URL`, else None."""
+    if settings.oauth_issuer is not None:
+        return settings.oauth_issuer
+    if settings.better_auth_url is not None:
+        return settings.better_auth_url + BETTER_AUTH_OAUTH_ISSUER_PATH
+    return None
+
+
+def names_an_mcp_resource(audiences: list[str]) -> bool:
+    """Whether an `aud` names an MCP endpoint (any origin's `/mcp`): such a token was issued for
+    MCP clients, and the REST and chat routes refuse it whatever else is configured."""
+    for audience in audiences:
+        parts = urlsplit(audience.strip())
+        if parts.scheme in {"http", "https"} and parts.path.rstrip("/").endswith(MCP_RESOURCE_PATH):
+            return True
+    return False
+
+
+def _audiences(claims: dict[str, Any]) -> list[str] | None:
+    """The `aud` claim as a list (None when absent); anything but a string or a list of strings
+    is invalid."""
+    audience = claims.get("aud")
+    if audience is None:
+        return None
+    if isinstance(audience, str):
+        return [audience]
+    if isinstance(audience, list) and all(isinstance(item, str) for item in audience):
+        return audience
+    raise AuthenticationError("Invalid token")
+
+
+def _scopes(claims: dict[str, Any]) -> frozenset[str] | None:
+    """The `scope` claim (RFC 9068: space-separated) as a set; None when the token has none."""
+    scope = claims.get("scope")
+    if scope is None:
+        return None
+    if isinstance(scope, str):
+        return frozenset(scope.split())
+    if isinstance(scope, list) and all(isinstance(item, str) for item in scope):
+        return frozenset(scope)
+    raise AuthenticationError("Invalid token")
+
+
+class _Verified(NamedTuple):
+    principal: Principal
+    valid_from: float
+    valid_until: float
+    # The key set the signature was checked against (None for HS256): when the client holds
+    # another set (refetched), the token is verified again, so a removed key stops working.
+    key_set: object | None
 
 
 class TokenVerifier:
-    """Checks signature, expiry, and (when configured) issuer and audience; returns `sub`."""
+    """Checks signature, expiry, issuer and audience as the route requires; returns `sub`."""
 
     def __init__(
         self,
@@ -92,13 +175,14 @@ class TokenVerifier:
         jwks: jwt.PyJWKClient | None,
         issuer: str | None,
         audience: str | None,
+        oauth_issuer: str | None = None,
     ) -> None:
         self.secret = secret
         self.jwks = jwks
         self.issuer = issuer
         self.audience = audience
-        # token -> (subject, valid from, valid until), leeway included
-        self.verified: dict[str, tuple[str, float, float]] = {}
+        self.oauth_issuer = oauth_issuer
+        self.verified: dict[tuple[RouteAudience, str], _Verified] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "TokenVerifier":
@@ -121,55 +205,101 @@ class TokenVerifier:
             jwks=jwks,
             issuer=claims.issuer,
             audience=claims.audience,
+            oauth_issuer=oauth_issuer(settings),
         )
 
-    def verify(self, token: str) -> str:
-        known = self.verified.get(token)
+    def verify(self, token: str, route: RouteAudience = SESSION_ROUTES) -> str:
+        """The subject of a token the route accepts (AuthenticationError otherwise)."""
+        return self.authorize(token, route).subject
+
+    def authorize(self, token: str, route: RouteAudience = SESSION_ROUTES) -> Principal:
+        """The subject and scopes of a token the route accepts (AuthenticationError otherwise)."""
+        key = (route, token)
+        known = self.verified.get(key)
         if known is not None:
-            subject, valid_from, valid_until = known
-            if valid_from <= time.time() < valid_until:
-                return subject
-            del self.verified[token]
-        subject, valid_from, valid_until = self._verify(token)
+            if known.valid_from <= time.time() < known.valid_until and (
+                known.key_set is None or known.key_set is self._current_key_set()
+            ):
+                return known.principal
+            del self.verified[key]
+        verified = self._verify(token, route)
         if len(self.verified) >= VERIFIED_TOKENS_MAX:
             del self.verified[next(iter(self.verified))]  # the oldest
-        self.verified[token] = (subject, valid_from, valid_until)
-        return subject
+        self.verified[key] = verified
+        return verified.principal
 
-    def _verify(self, token: str) -> tuple[str, float, float]:
-        """The subject, and the period in which the token is valid (leeway included)."""
+    def _current_key_set(self) -> object | None:
+        """The key set the JWKS client holds now (None once its lifespan has passed)."""
+        if self.jwks is None or self.jwks.jwk_set_cache is None:
+            return None
+        return self.jwks.jwk_set_cache.get()
+
+    def _verify(self, token: str, route: RouteAudience) -> _Verified:
+        """The principal, the period in which the token is valid (leeway included) and the key
+        set that verified it."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise AuthenticationError("Invalid token") from None
         algorithm = header.get("alg")
+        key_set = None
         if algorithm == "HS256" and self.secret is not None:
             key: object = self.secret
         elif algorithm in ASYMMETRIC_ALGORITHMS and self.jwks is not None:
             key = self._signing_key(token)
+            key_set = self._current_key_set()
         else:
             raise AuthenticationError("Invalid token")
         try:
+            # iss and aud are checked below, by the route's rules.
             claims = jwt.decode(
                 token,
                 key,  # type: ignore[arg-type]
                 algorithms=[algorithm],
-                issuer=self.issuer,
-                audience=self.audience,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+                options={"require": ["exp", "sub"], "verify_aud": False, "verify_iss": False},
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("Token expired") from None
         except jwt.PyJWTError:
             raise AuthenticationError("Invalid token") from None
+        scopes = self._check_audience(claims, route)
         subject = claims.get("sub")
         if not is_valid_subject(subject):
             raise AuthenticationError("Invalid token")
         assert isinstance(subject, str)
         not_before = claims.get("nbf")
         valid_from = float(not_before) - LEEWAY_SECONDS if not_before is not None else 0.0
-        return subject, valid_from, float(claims["exp"]) + LEEWAY_SECONDS
+        valid_until = float(claims["exp"]) + LEEWAY_SECONDS
+        return _Verified(Principal(subject, scopes), valid_from, valid_until, key_set)
+
+    def _check_audience(
+        self, claims: dict[str, Any], route: RouteAudience
+    ) -> frozenset[str] | None:
+        """Refuses a token the route does not accept; the scopes it grants there.
+
+        A session token (`iss`/`aud` as configured, see `expected_claims`) is accepted everywhere
+        unless its `aud` names an MCP resource; at the MCP endpoint an OAuth access token is also
+        accepted, when its `aud` is (or contains) that endpoint's URL and its `iss` is the OAuth
+        issuer. Scopes only restrict OAuth access tokens at the MCP endpoint."""
+        audiences = _audiences(claims)
+        issuer = claims.get("iss")
+        if route.mcp_resource is not None and audiences and route.mcp_resource in audiences:
+            if self.oauth_issuer is not None and issuer != self.oauth_issuer:
+                raise AuthenticationError("Invalid token issuer")
+            return _scopes(claims)
+        if audiences is not None and names_an_mcp_resource(audiences):
+            # Issued for an MCP resource: another origin's at /mcp, any at the REST routes.
+            raise AuthenticationError("Token issued for another resource")
+        if self.issuer is not None and issuer != self.issuer:
+            raise AuthenticationError("Invalid token issuer")
+        if self.audience is not None:
+            if audiences is None or self.audience not in audiences:
+                raise AuthenticationError("Invalid token audience")
+        elif route.mcp_resource is not None and audiences is not None:
+            # No session audience configured: at /mcp only a token without `aud`, or for /mcp.
+            raise AuthenticationError("Token issued for another resource")
+        return None
 
     def _signing_key(self, token: str) -> object:
         assert self.jwks is not None

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     better_auth_url: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # The `iss` of OAuth access tokens for /mcp; unset: Better Auth's OAuth provider plugin's,
+    # `<BETTER_AUTH_URL>/api/auth`.
+    oauth_issuer: str | None = None
+    # The API's public origin (https://api.example.com): the origin of the MCP resource and of its
+    # 401 challenge, never taken from a client's Host header when set.
+    public_url: str | None = None
 
     co_api_key: SecretStr | None = None
     cohere_model: str = Field(default=DEFAULT_COHERE_MODEL, min_length=1)
@@ -113,10 +119,19 @@ class Settings(BaseSettings):
     chat_daily_tokens: int = Field(default=200_000, ge=1)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Front-end origins whose pages may call /mcp where CORS is answered outside the app (API
+    # Gateway's AllowedOrigins in AWS): the MCP function's Origin check admits them too.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # One pooled connection per warm Lambda container; the local server may ask for more.
     db_pool_size: int = Field(default=1, ge=1, le=20)
     # The EventBridge bus that task events are relayed to; unset: they stay in the outbox.
     event_bus_name: str | None = Field(default=None, max_length=256)
+    # Tries of a task event in all (the first included) before it is parked, never retried.
+    event_max_attempts: int = Field(default=10, ge=1, le=100)
+    # Relayed and parked events are deleted this many days after they were relayed or parked.
+    event_retention_days: int = Field(default=7, ge=1, le=3650)
+    # Chat turn records and usage rows are deleted this many days after their (UTC) day.
+    chat_record_retention_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("event_bus_name", mode="before")
     @classmethod
@@ -136,7 +151,7 @@ class Settings(BaseSettings):
         # before the environment lets a secret replace a blank variable, never a set one.
         return (init_settings, AwsSecretsSource(settings_cls), env_settings)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
@@ -151,6 +166,8 @@ class Settings(BaseSettings):
         "co_api_key",
         "better_auth_secret",
         "better_auth_url",
+        "oauth_issuer",
+        "public_url",
         mode="before",
     )
     @classmethod
@@ -180,6 +197,22 @@ class Settings(BaseSettings):
         if value is not None:
             require_https_unless_local(str(value))
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _the_api_origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        try:
+            parts.port  # noqa: B018 - raises on an invalid port
+        except ValueError:
+            raise ValueError("invalid port") from None
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be the API's public origin, e.g. https://api.example.com")
+        if parts.path not in {"", "/"} or parts.query or parts.fragment:
+            raise ValueError("must be an origin (scheme, host and port, no path)")
+        return f"{parts.scheme}://{parts.netloc}"
 
     @field_validator("better_auth_url")
     @classmethod

@@ -206,6 +206,9 @@ tasks = Table(
     Column("idempotency_key", String(IDEMPOTENCY_KEY_MAX)),
     # SHA-256 (hex) of the create's validated body: a key reused with another body is refused.
     Column("idempotency_fingerprint", String(FINGERPRINT_LENGTH)),
+    # The `sequence` of the task's latest event: every statement that changes the task bumps it
+    # (a new task's creation event is 1), so its events are numbered 1, 2, 3… without a gap.
+    Column("event_sequence", BigInteger, nullable=False, server_default=text("1")),
     UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency_key"),
     CheckConstraint(
         f"char_length(btrim(title)) BETWEEN 1 AND {TITLE_MAX}", name="ck_tasks_title_length"
@@ -421,7 +424,11 @@ EVENT_DETAIL_TYPES = (
     "Task Deleted",
     "Task Reminder Due",
 )
+# Events about a user rather than one of their tasks (`task_id` null; todo_backend/userdata).
+USER_EVENT_DETAIL_TYPES = ("User Data Deleted",)
 
+
+EVENT_PENDING = "relayed_at IS NULL AND failed_at IS NULL"
 
 # The outbox: one row per task change, written by the statement that makes the change and
 # relayed to EventBridge afterwards (`relayed_at`), at least once.
@@ -431,7 +438,8 @@ task_events = Table(
     Column("id", BigInteger, Identity(always=False), primary_key=True),
     Column("event_id", UUID(as_uuid=True), nullable=False, server_default=func.gen_random_uuid()),
     Column("user_id", Text, nullable=False),
-    Column("task_id", BigInteger, nullable=False),
+    # Null for a user event (USER_EVENT_DETAIL_TYPES), which names no task.
+    Column("task_id", BigInteger),
     Column("detail_type", String(32), nullable=False),
     database_now_column("occurred_at"),
     # The task as the API returns it (TaskPublic's JSON).
@@ -441,12 +449,42 @@ task_events = Table(
     Column("claimed_until", DateTime(timezone=True)),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", String(200)),
+    # The event's number among its task's events (tasks.event_sequence when it was written).
+    Column("sequence", BigInteger),
+    # After a rejected try: not tried again before then (growing delays).
+    Column("next_attempt_at", DateTime(timezone=True)),
+    # Parked: rejected EVENT_MAX_ATTEMPTS times, never tried again.
+    Column("failed_at", DateTime(timezone=True)),
     UniqueConstraint("event_id", name="uq_task_events_event_id"),
     CheckConstraint(
-        "detail_type IN ({})".format(", ".join(f"'{kind}'" for kind in EVENT_DETAIL_TYPES)),
+        "detail_type IN ({})".format(
+            ", ".join(f"'{kind}'" for kind in (*EVENT_DETAIL_TYPES, *USER_EVENT_DETAIL_TYPES))
+        ),
         name="ck_task_events_detail_type",
+    ),
+    CheckConstraint(
+        "(task_id IS NULL) = (detail_type IN ({}))".format(
+            ", ".join(f"'{kind}'" for kind in USER_EVENT_DETAIL_TYPES)
+        ),
+        name="ck_task_events_task_id",
     ),
     CheckConstraint("jsonb_typeof(task) = 'object'", name="ck_task_events_task"),
     # What the relay reads: events not yet relayed, oldest first.
     Index("ix_task_events_unrelayed", "id", postgresql_where=text("relayed_at IS NULL")),
+    # The relay's claim (pending: neither relayed nor parked, oldest first) and its head-of-line
+    # test (a task's earliest pending event), and retention (by when an event was settled).
+    Index("ix_task_events_pending", "id", postgresql_where=text(EVENT_PENDING)),
+    # (the same rows as ix_task_events_pending, a predicate spelled so that only the head-of-line
+    # subquery matches it: events/relay.py)
+    Index(
+        "ix_task_events_task_pending",
+        "task_id",
+        "id",
+        postgresql_where=text("COALESCE(relayed_at, failed_at) IS NULL"),
+    ),
+    Index(
+        "ix_task_events_settled",
+        text("(COALESCE(relayed_at, failed_at))"),
+        postgresql_where=text("relayed_at IS NOT NULL OR failed_at IS NOT NULL"),
+    ),
 )

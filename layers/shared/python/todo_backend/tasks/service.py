@@ -32,6 +32,7 @@ from sqlalchemy import (
     DateTime,
     Executable,
     Select,
+    Update,
     and_,
     bindparam,
     case,
@@ -201,8 +202,14 @@ def _detail_type(changed: Any, kind: ChangeKind) -> ColumnElement[str]:
 
 def _event_rows(changed: Any, kind: ChangeKind) -> Select[Any]:
     """The outbox row of each changed task (not of an idempotent create's repeat)."""
+    # An INSERT or UPDATE returns the task's bumped counter; a DELETE the last one it had.
+    sequence = changed.c.event_sequence + 1 if kind == "deleted" else changed.c.event_sequence
     rows = select(
-        changed.c.user_id, changed.c.id, _detail_type(changed, kind), _task_json_of(changed.name)
+        changed.c.user_id,
+        changed.c.id,
+        _detail_type(changed, kind),
+        _task_json_of(changed.name),
+        sequence,
     ).select_from(changed)
     if "inserted" in changed.c:
         rows = rows.where(changed.c.inserted)
@@ -212,7 +219,8 @@ def _event_rows(changed: Any, kind: ChangeKind) -> Select[Any]:
 def _events(*rows: Select[Any]) -> Executable:
     """One INSERT for all the statement's events, in the order given (the outbox's id order)."""
     source = rows[0] if len(rows) == 1 else union_all(*rows)
-    return task_events.insert().from_select(["user_id", "task_id", "detail_type", "task"], source)
+    columns = ["user_id", "task_id", "detail_type", "task", "sequence"]
+    return task_events.insert().from_select(columns, source)
 
 
 def _shifted_reminder(shifted: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -270,6 +278,9 @@ def change_statement(
     next occurrence (`following`, for tasks given a `next_task_id`) with its own event, and the
     hooks. It selects the changed tasks' public columns plus `extra`; with `probe` (a one-row
     select), the probe's columns LEFT JOINed with them: one row even when nothing changed."""
+    if isinstance(dml, Update):
+        # Each changed task's next event number, taken under the row lock the UPDATE holds.
+        dml = dml.values(event_sequence=tasks.c.event_sequence + 1)
     changed_cte = dml.returning(*tasks.c, *extra).cte("changed")
     # The statement's own parts name the CTE's columns through a light stand-in (see _rows_of).
     changed = _rows_of("changed", tuple(element.name for element in extra))

@@ -28,6 +28,7 @@ from todo_backend.tasks.models import (
     TaskCreate,
     TaskListQuery,
     TaskPublic,
+    TaskStats,
     TaskStatus,
     TaskUpdate,
     Title,
@@ -189,6 +190,12 @@ def get_stats(context: ToolContext, arguments: NoArguments) -> dict[str, Any]:
 # --- the registry ---------------------------------------------------------------------------------
 
 
+# OAuth scopes of MCP access tokens (a token without a `scope` claim may do everything).
+READ_SCOPE = "tasks:read"
+WRITE_SCOPE = "tasks:write"
+SCOPES = (READ_SCOPE, WRITE_SCOPE)
+
+
 class Tool(NamedTuple):
     name: str
     description: str
@@ -196,6 +203,13 @@ class Tool(NamedTuple):
     run: Callable[[ToolContext, Any], dict[str, Any]]
     # Whether a call can change a task (and so must be recorded with its change).
     changes_tasks: bool = True
+    # For MCP clients: a human-readable name, and whether a call may destroy something (clients
+    # ask their user first) or may be repeated with no further effect.
+    title: str = ""
+    destructive: bool = False
+    idempotent: bool = False
+    # The JSON schema of a successful result (its `structuredContent` over MCP).
+    output: Callable[[], dict[str, Any]] = lambda: {"type": "object"}
     # Cohere's strict mode (`strict_tools`) refuses a tool without a required parameter. These
     # parameters are required in the Cohere declaration only (MCP's schema is `input_schema`).
     cohere_required: tuple[str, ...] = ()
@@ -206,6 +220,15 @@ class Tool(NamedTuple):
     @property
     def input_schema(self) -> dict[str, Any]:
         return _input_schema(self.arguments)
+
+    @property
+    def output_schema(self) -> dict[str, Any]:
+        return self.output()
+
+    @property
+    def scope(self) -> str:
+        """The OAuth scope a call needs."""
+        return WRITE_SCOPE if self.changes_tasks else READ_SCOPE
 
     def cohere_definition(self) -> dict[str, Any]:
         """The tool as a Cohere v2 function tool, shaped for strict mode."""
@@ -230,10 +253,94 @@ class Tool(NamedTuple):
         }
 
 
+# --- result schemas (built when first asked for: only MCP's tools/list needs them) -------------
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its references inlined and pydantic's titles dropped (a
+    nullable value stays `anyOf` with null: a result may hold null)."""
+    definitions = schema.get("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
+        return {
+            # Under "properties" the keys are field names (a field may be called "title").
+            key: {k: inline(v) for k, v in value.items()} if key == "properties" else inline(value)
+            for key, value in node.items()
+            if key not in {"title", "$defs", "default"}
+        }
+
+    return inline(schema)  # type: ignore[no-any-return]
+
+
+@cache
+def _task_fields() -> dict[str, Any]:
+    return _inlined(TaskPublic.model_json_schema(mode="serialization"))["properties"]  # type: ignore[no-any-return]
+
+
+def _summary_schema(*statuses: str) -> dict[str, Any]:
+    """A task as `_summary` shows it: its id, what the call did, and the fields of the task."""
+    fields = {name: field for name, field in _task_fields().items() if name in SUMMARY_FIELDS}
+    return {
+        "type": "object",
+        "properties": {
+            "task_id": {"type": "integer"},
+            "status": {"type": "string", "enum": list(statuses)},
+            **fields,
+        },
+        "required": ["task_id", "status", *fields],
+    }
+
+
+def _changed_task_schema(*statuses: str, more: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "task_id": {"type": "integer"},
+            "status": {"type": "string", "enum": list(statuses)},
+            "title": {"type": "string"},
+            **(more or {}),
+        },
+        "required": ["task_id", "status", "title"],
+    }
+
+
+def _list_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "tasks": {"type": "array", "items": _summary_schema("pending", "completed")},
+            "total": {"type": "integer", "minimum": 0},
+        },
+        "required": ["tasks", "total"],
+    }
+
+
+def _stats_schema() -> dict[str, Any]:
+    return _inlined(TaskStats.model_json_schema(mode="serialization"))
+
+
+def _completion_schema() -> dict[str, Any]:
+    next_task = {"type": "integer", "description": "The next occurrence of a recurring task."}
+    return _changed_task_schema("completed", "pending", more={"next_task_id": next_task})
+
+
 TOOLS: dict[str, Tool] = {
     tool.name: tool
     for tool in (
-        Tool("add_task", "Create a task for the user.", AddTaskArguments, add_task),
+        Tool(
+            "add_task",
+            "Create a task for the user.",
+            AddTaskArguments,
+            add_task,
+            title="Add a task",
+            output=lambda: _summary_schema("created"),
+        ),
         Tool(
             "list_tasks",
             "List the user's tasks, newest first, with optional filters. "
@@ -241,6 +348,9 @@ TOOLS: dict[str, Tool] = {
             ListTasksArguments,
             list_tasks,
             changes_tasks=False,
+            title="List tasks",
+            idempotent=True,
+            output=_list_schema,
             cohere_required=("status",),
         ),
         Tool(
@@ -248,14 +358,30 @@ TOOLS: dict[str, Tool] = {
             "Mark a task as completed, or as pending again with completed=false.",
             CompleteTaskArguments,
             complete_task,
+            title="Complete a task",
+            idempotent=True,
+            output=_completion_schema,
         ),
-        Tool("delete_task", "Delete a task permanently.", TaskIdArguments, delete_task),
+        Tool(
+            "delete_task",
+            "Delete a task permanently.",
+            TaskIdArguments,
+            delete_task,
+            title="Delete a task",
+            destructive=True,
+            output=lambda: _changed_task_schema("deleted"),
+        ),
         Tool(
             "update_task",
             "Change a task's title, description, priority, due date, tags, recurrence or "
             "reminder time.",
             UpdateTaskArguments,
             update_task,
+            title="Update a task",
+            # Overwrites what it is given: the fields it replaces are lost (e.g. a description).
+            destructive=True,
+            idempotent=True,
+            output=lambda: _summary_schema("updated"),
         ),
         Tool(
             "get_stats",
@@ -264,6 +390,9 @@ TOOLS: dict[str, Tool] = {
             NoArguments,
             get_stats,
             changes_tasks=False,
+            title="Task statistics",
+            idempotent=True,
+            output=_stats_schema,
             cohere_only=(("scope", STATS_SCOPE),),
         ),
     )
