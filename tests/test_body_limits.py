@@ -176,7 +176,7 @@ def test_a_422_is_at_most_16_kib_and_cheap_whatever_the_input(tasks_api, user, t
             started = time.perf_counter()
             response = post_raw(tasks_api, user, path, body, method)
             elapsed = time.perf_counter() - started
-            assert response.status_code in {400, 422}, (case, method, response.text[:300])
+            assert response.status_code == 422, (case, method, response.text[:300])
             assert len(response.text.encode()) <= MAX_422, (case, method, len(response.text))
             assert elapsed < 2.5, (case, method, elapsed)
             if response.status_code == 422:
@@ -195,15 +195,22 @@ def test_a_huge_tags_list_is_one_error_naming_the_field(tasks_api, user):
     detail = response.json()["detail"]
     assert len(detail) == 1
     assert detail[0]["loc"] == ["body", "tags"]
-    assert "at most 10 distinct tags" in detail[0]["msg"]
+    assert "at most 10 tags" in detail[0]["msg"]
 
 
-def test_duplicated_tags_within_the_input_cap_are_still_accepted(tasks_api, user):
-    response = tasks_api.post(
-        "/api/tasks", json={"title": "x", "tags": ["home", "Home "] * 50}, headers=user.headers
+def test_duplicated_tags_are_accepted_up_to_ten_items_as_the_document_says(tasks_api, user):
+    # Given tags with duplicates, ten items and eleven (the document's maxItems is 10)
+    ten = tasks_api.post(
+        "/api/tasks", json={"title": "x", "tags": ["home", "Home "] * 5}, headers=user.headers
     )
-    assert response.status_code == 201, response.text
-    assert response.json()["tags"] == ["home"]
+    eleven = tasks_api.post(
+        "/api/tasks", json={"title": "x", "tags": ["home"] * 11}, headers=user.headers
+    )
+    # Then ten are stored once each, and eleven are one error naming the field
+    assert ten.status_code == 201, ten.text
+    assert ten.json()["tags"] == ["home"]
+    assert eleven.status_code == 422
+    assert [error["loc"] for error in eleven.json()["detail"]] == [["body", "tags"]]
 
 
 def test_many_unknown_keys_are_one_error(tasks_api, user):
@@ -238,9 +245,9 @@ def test_large_inputs_are_not_echoed(tasks_api, user):
 
 
 def test_the_number_of_errors_shown_is_capped_with_a_count_of_the_rest(tasks_api, user):
-    body = {"title": "x", "tags": [f"bad\x00{i}" for i in range(60)]}
+    body = {"title": "x", **{f"unknown{i}": i for i in range(31)}}
     response = tasks_api.post("/api/tasks", json=body, headers=user.headers)
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert len(detail) == 21
-    assert detail[-1] == {"type": "too_many_errors", "loc": [], "msg": "40 more errors not shown"}
+    assert detail[-1] == {"type": "too_many_errors", "loc": [], "msg": "11 more errors not shown"}

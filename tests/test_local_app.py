@@ -16,6 +16,8 @@ SAMPLE_PARAMETERS = {
     "task_id": "7",
     "user_id": "alice",
     "conversation_id": "0b5f3c1e-8f2e-4c59-9d7a-3f0a1d2b4c5e",
+    "action_id": "5d2a9c4e-1b3f-4e6a-8c7d-9e0f1a2b3c4d",
+    "turn_id": "7e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b",
 }
 
 
@@ -33,6 +35,44 @@ def test_docs_serve_the_whole_api_document(client):
     page = client.get("/docs")
     assert page.status_code == 200
     assert "swagger-ui" in page.text and "/openapi.json" in page.text
+
+
+def test_the_docs_page_loads_only_what_the_app_itself_serves(client):
+    # Given the Swagger UI page of `make dev`
+    page = client.get("/docs")
+    assert page.status_code == 200
+    # When the URLs it loads are read
+    loaded = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    urls = loaded + re.findall(r"url: '([^']+)'", page.text)
+    # Then every one is a local path (nothing from a CDN: the page works offline)
+    assert urls and all(url.startswith("/") and not url.startswith("//") for url in urls), urls
+    # And each is served, with the media type a browser needs to use it
+    expected = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        suffix = url[url.rfind(".") :]
+        if suffix in expected:
+            assert response.headers["content-type"].startswith(expected[suffix]), url
+            assert len(response.content) > 1000, url
+    assert {url.rsplit(".", 1)[-1] for url in urls} >= {"js", "css", "json"}
+
+
+def test_only_the_swagger_ui_files_are_served_under_the_docs_assets(client):
+    # Given the assets path of the docs page
+    # When anything but Swagger UI's own files is asked for
+    # Then it is not found (no directory listing, no other file of the package)
+    for name in ("__init__.py", "redoc.standalone.js", "", "..%2F__init__.py"):
+        assert client.get(f"/docs/assets/{name}").status_code == 404, name
+
+
+def test_the_functions_do_not_serve_fastapis_cdn_docs_pages():
+    # Given every function's app, when its FastAPI docs pages are asked for
+    # Then there are none (they would load Swagger UI from a CDN); the document itself remains
+    for function in load_http_functions():
+        with TestClient(function.app) as function_client:
+            assert function_client.get("/docs").status_code == 404, function.name
+            assert function_client.get("/redoc").status_code == 404, function.name
 
 
 def test_every_documented_operation_is_routed_to_the_function_that_serves_it():

@@ -622,8 +622,119 @@ def test_body_that_is_not_utf8_is_a_client_error(tasks_api, user):
         for case, content in bodies.items()
     }
     # Then it is refused as the client's error, never a 500, and nothing is stored
-    assert set(statuses.values()) <= {400, 422}, statuses
+    assert set(statuses.values()) == {422}, statuses
     assert count(tasks_api, user) == 0
+
+
+# --- a careless client ---------------------------------------------------------------------------
+
+BODY_ROUTES = (("POST", ""), ("PUT", "/{id}"), ("PATCH", "/{id}"), ("PATCH", "/{id}/complete"))
+NOT_JSON = {
+    "form": ("application/x-www-form-urlencoded", "title=x&completed=true"),
+    "text": ("text/plain", '{"title": "x"}'),
+    "multipart": (
+        "multipart/form-data; boundary=b",
+        '--b\r\nContent-Disposition: form-data; name="title"\r\n\r\nx\r\n--b--\r\n',
+    ),
+    "xml": ("application/xml", "<task><title>x</title></task>"),
+}
+
+
+def test_a_body_that_is_not_sent_as_json_is_415_saying_json_is_expected(
+    tasks_api, user, task_factory
+):
+    # Given a task
+    task = task_factory(user, "Original")
+    before = task_json(tasks_api, user, task.id)
+    # When a body is sent with a content type other than JSON, to every route that takes one
+    responses = {
+        (case, method, suffix): tasks_api.request(
+            method,
+            "/api/tasks" + suffix.format(id=task.id),
+            content=content,
+            headers={**user.headers, "Content-Type": content_type},
+        )
+        for case, (content_type, content) in NOT_JSON.items()
+        for method, suffix in BODY_ROUTES
+    }
+    # Then each is a 415 whose JSON body names the content type to send, and nothing changed
+    assert {key: r.status_code for key, r in responses.items()} == dict.fromkeys(responses, 415)
+    for key, response in responses.items():
+        assert "application/json" in response.json()["detail"], key
+    assert task_json(tasks_api, user, task.id) == before
+    assert count(tasks_api, user) == 1
+
+
+def test_json_media_types_are_read_as_json_and_the_token_is_checked_before_the_content_type(
+    tasks_api, user
+):
+    # Given a JSON body sent as application/json with a charset, and as a +json type
+    for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        # When a task is created with it
+        created = tasks_api.post(
+            "/api/tasks",
+            content='{"title": "x"}',
+            headers={**user.headers, "Content-Type": content_type},
+        )
+        # Then it is created
+        assert created.status_code == 201, (content_type, created.text)
+    # And a form sent without a token is a 401, not a 415
+    anonymous = tasks_api.post(
+        "/api/tasks",
+        content="title=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert anonymous.status_code == 401
+
+
+MALFORMED_JSON = {
+    "truncated": b'{"title": "x"',
+    "not UTF-8": b'{"title": "caf\xe9"}',
+    "UTF-16 byte order mark": b"\xff\xfe{",
+    "deeply nested": b'{"title": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "deeply nested objects": b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+}
+
+
+def test_any_malformed_json_however_deep_is_the_same_documented_422(tasks_api, user, task_factory):
+    # Given a task
+    task = task_factory(user, "Original")
+    before = task_json(tasks_api, user, task.id)
+    headers = {**user.headers, "Content-Type": "application/json"}
+    # When each route that takes a body gets JSON that does not parse
+    responses = {
+        (case, method, suffix): tasks_api.request(
+            method, "/api/tasks" + suffix.format(id=task.id), content=content, headers=headers
+        )
+        for case, content in MALFORMED_JSON.items()
+        for method, suffix in BODY_ROUTES
+    }
+    # Then each is a 422 (never a 400) whose JSON body is one `json_invalid` error on the body
+    assert {key: r.status_code for key, r in responses.items()} == dict.fromkeys(responses, 422)
+    for key, response in responses.items():
+        [error] = response.json()["detail"]
+        assert error["type"] == "json_invalid" and error["loc"][0] == "body", (key, error)
+    assert task_json(tasks_api, user, task.id) == before
+    assert count(tasks_api, user) == 1
+
+
+def test_a_null_in_patch_is_located_at_its_field(tasks_api, user, task_factory):
+    # Given a task
+    task = task_factory(user, "Original")
+    # When fields that cannot be null are patched to null
+    response = tasks_api.patch(
+        f"/api/tasks/{task.id}",
+        json={"title": None, "priority": None, "tags": None, "completed": None},
+        headers=user.headers,
+    )
+    # Then there is one error per field, each located at the field
+    assert response.status_code == 422
+    assert sorted(error["loc"] for error in response.json()["detail"]) == [
+        ["body", "completed"],
+        ["body", "priority"],
+        ["body", "tags"],
+        ["body", "title"],
+    ]
 
 
 def test_malformed_json_body_in_updates_is_422(tasks_api, user, task_factory):
@@ -669,7 +780,7 @@ def test_completed_must_be_a_boolean(tasks_api, user, task_factory):
     task = task_factory(user, "Pending")
     # When /complete, PATCH and POST get a completed value that is not a boolean
     outcomes = {}
-    for value in ("yes please", 2, [True], {"v": True}):
+    for value in ("yes please", 2, [True], {"v": True}, 0, 1, "true", "false"):
         body = {"completed": value}
         outcomes[("complete", repr(value))] = outcome(
             tasks_api.patch(f"/api/tasks/{task.id}/complete", json=body, headers=user.headers)

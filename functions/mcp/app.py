@@ -89,6 +89,24 @@ class McpExchange(Response):
 
 
 JSON_RPC = {"application/json": {"schema": {"type": "object", "description": "JSON-RPC 2.0"}}}
+# What the endpoint accepts: one JSON-RPC 2.0 request (with an `id`) or notification (without).
+JSON_RPC_MESSAGE = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "description": "A JSON-RPC 2.0 request (with `id`) or notification (without)",
+            "required": ["jsonrpc", "method"],
+            "properties": {
+                "jsonrpc": {"type": "string", "enum": ["2.0"]},
+                # A string or a number makes a request; without one (or with another value,
+                # which the SDK keeps as an extra field) it is a notification.
+                "id": {"description": "A string or number: the request's id"},
+                "method": {"type": "string"},
+                "params": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+            },
+        }
+    }
+}
 
 
 @app.post(
@@ -96,7 +114,7 @@ JSON_RPC = {"application/json": {"schema": {"type": "object", "description": "JS
     summary="MCP Streamable HTTP endpoint",
     description="One JSON-RPC message per POST; the answer is JSON (no SSE, no session).",
     response_class=Response,
-    openapi_extra={"requestBody": {"required": True, "content": JSON_RPC}},
+    openapi_extra={"requestBody": {"required": True, "content": JSON_RPC_MESSAGE}},
     responses={
         200: {"description": "The JSON-RPC response", "content": JSON_RPC},
         202: {"description": "A notification, accepted"},

@@ -31,8 +31,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from todo_backend.core.auth import SESSION_ROUTES, Principal, RouteAudience, get_token_verifier
 from todo_backend.core.db import Database, get_database
 from todo_backend.core.errors import (
+    JSON_EXPECTED_DETAIL,
     AuthenticationError,
     PermissionDeniedError,
+    UnsupportedMediaTypeError,
     install_error_handlers,
 )
 from todo_backend.core.limits import MAX_BODY_BYTES, TOO_LARGE_DETAIL
@@ -57,6 +59,7 @@ ERROR_DESCRIPTIONS = {
     401: "Missing, malformed, expired or badly signed token (`WWW-Authenticate: Bearer`)",
     403: "The path's user id is not the token's subject",
     404: "No such task or conversation for this user",
+    415: "The body is not sent as JSON (`Content-Type: application/json`)",
     429: "The model provider is rate limiting (`Retry-After` when known)",
     502: "The model provider failed",
     503: "The database or the model provider is not available",
@@ -288,7 +291,11 @@ CORS_MAX_AGE_SECONDS = 600
 def create_app(title: str, description: str) -> FastAPI:
     """A FastAPI app with the shared error mapping and CORS; routes are added by the function."""
     settings = get_settings()
-    app = FastAPI(title=title, description=description, version="1.0.0")
+    # No /docs or /redoc here: FastAPI's pages load Swagger UI from a CDN, and API Gateway routes
+    # neither; `make dev` serves the whole API's page with local assets (scripts/local_app.py).
+    app = FastAPI(
+        title=title, description=description, version="1.0.0", docs_url=None, redoc_url=None
+    )
     app.router.route_class = AuthenticatedRoute
     app.openapi = _documented(app)  # type: ignore[method-assign]
     install_error_handlers(app)
@@ -339,19 +346,70 @@ def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
     return any(d.call is call or _depends_on(d, call) for d in dependant.dependencies)
 
 
+def _is_json(content_type: str) -> bool:
+    """Whether FastAPI reads a body of this media type as JSON (`application/json`, `+json`)."""
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def _json_body_read(
+    handle: Callable[[Request], Coroutine[Any, Any, Response]],
+) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    """`handle`, refusing a body that is not JSON: 415 for another media type, and 422
+    `json_invalid` for every malformed one. (FastAPI would validate a form or text body as if it
+    were the JSON value, and answer 400 for invalid UTF-8 or nesting too deep to parse.) The body
+    is parsed once: FastAPI reuses the request's parsed JSON."""
+
+    async def json_only(request: Request) -> Response:
+        if await request.body():
+            content_type = request.headers.get("content-type")
+            if content_type is not None and not _is_json(content_type):
+                raise UnsupportedMediaTypeError(JSON_EXPECTED_DETAIL)
+            try:
+                await request.json()
+            except json.JSONDecodeError:
+                pass  # FastAPI reports it, with its position
+            except (ValueError, RecursionError) as error:
+                reason = "nested too deeply" if isinstance(error, RecursionError) else "not UTF-8"
+                raise RequestValidationError(
+                    [
+                        {
+                            "type": "json_invalid",
+                            "loc": ("body",),
+                            "msg": "JSON decode error",
+                            "input": {},
+                            "ctx": {"error": reason},
+                        }
+                    ]
+                ) from None
+        return await handle(request)
+
+    return json_only
+
+
+UNSUPPORTED_MEDIA_TYPE = errors(415)[415]
+
+
 class AuthenticatedRoute(APIRoute):
     """Checks the token before FastAPI reads the body, for routes that depend on `current_user`:
     without a valid token the answer is 401 whatever the body (else a malformed body wins, 422).
-    Marks a route that reads a QueryModel, for the document."""
+    Refuses a body that is not JSON (`_json_body_read`). Marks a route that reads a QueryModel,
+    for the document."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
         model = _query_model_of(self.dependant)
         if model is not None:
             self.openapi_extra = {**(self.openapi_extra or {}), QUERY_MODEL_MARK: model.__name__}
+        if self.body_field is not None:
+            self.responses = {**self.responses, 415: UNSUPPORTED_MEDIA_TYPE}
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
+        if self.body_field is not None:
+            handle = _json_body_read(handle)
         if not _depends_on(self.dependant, current_user):
             return handle
 

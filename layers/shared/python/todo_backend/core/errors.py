@@ -57,6 +57,14 @@ class InvalidInputError(DomainError):
         return [{"type": self.error_type, "loc": list(self.loc), "msg": self.detail}]
 
 
+class UnsupportedMediaTypeError(DomainError):
+    status_code = 415
+
+
+# The 415 of a body sent as anything but JSON (a form, text, ...).
+JSON_EXPECTED_DETAIL = "The request body must be JSON, sent with Content-Type: application/json"
+
+
 class ServiceUnavailableError(DomainError):
     status_code = 503
 
@@ -168,6 +176,17 @@ def bounded_validation_errors(errors: Any) -> list[dict[str, Any]]:
     return shown
 
 
+def allowed_methods(request: Request) -> str:
+    """The methods of every route of the app that serves the request's path, for `Allow`."""
+    path = request.scope.get("route_path") or request.url.path
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        path_regex = getattr(route, "path_regex", None)
+        if path_regex is not None and path_regex.match(path):
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map domain errors to their status codes; anything unexpected is a bare 500."""
     from todo_backend.core.db import DatabaseUnavailableError, WriteOutcomeUnknownError
@@ -202,6 +221,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(error, StarletteHTTPException)
         if error.status_code == 413:
             return JSONResponse({"detail": TOO_LARGE_DETAIL}, status_code=413)
+        if error.status_code == 405:
+            # Starlette's Allow names the methods of the one route it tried; a path is often
+            # served by several (GET and POST /api/tasks).
+            error.headers = {**(error.headers or {}), "Allow": allowed_methods(request)}
         return await http_exception_handler(request, error)
 
     app.add_exception_handler(RequestValidationError, invalid_request)

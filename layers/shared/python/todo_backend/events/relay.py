@@ -103,8 +103,10 @@ CLAIM = text(
           AND (e.claimed_until IS NULL OR e.claimed_until < now())
           AND (e.next_attempt_at IS NULL
                OR e.next_attempt_at <= coalesce(CAST(:run_started AS timestamptz), now()))
-          AND e.id = (SELECT min(h.id) FROM task_events AS h
-                      WHERE h.task_id = e.task_id AND COALESCE(h.relayed_at, h.failed_at) IS NULL)
+          AND (e.task_id IS NULL  -- a user event (User Data Deleted): no task order to keep
+               OR e.id = (SELECT min(h.id) FROM task_events AS h
+                          WHERE h.task_id = e.task_id
+                            AND COALESCE(h.relayed_at, h.failed_at) IS NULL))
         ORDER BY e.id
         LIMIT :limit
         FOR UPDATE OF e SKIP LOCKED

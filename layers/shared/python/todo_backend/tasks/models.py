@@ -10,7 +10,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 from sqlalchemy import (
@@ -33,7 +35,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
-from todo_backend.tasks.recurrence import RECURRENCE_FORM, RECURRENCE_MAX, normalize
+from todo_backend.tasks.recurrence import (
+    RECURRENCE_FORM,
+    RECURRENCE_MAX,
+    RECURRENCE_PATTERN,
+    normalize,
+)
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 1000
@@ -41,9 +48,8 @@ TAGS_MAX = 10
 TAG_MAX = 30
 IDEMPOTENCY_KEY_MAX = 255
 FINGERPRINT_LENGTH = 64
-# Checked before any item or field is validated, so a huge list or object fails fast with one
-# error instead of one per item (duplicates are allowed in a tags list, hence more than TAGS_MAX).
-TAGS_INPUT_MAX = 100
+# Checked before any field is validated, so a huge object fails fast with one error instead of
+# one per key.
 FIELDS_INPUT_MAX = 32
 
 
@@ -94,6 +100,16 @@ def reject_control_characters_but_line_breaks(value: Any) -> Any:
     return value
 
 
+# The same rules as JSON Schema patterns, for the document (pydantic does not check a
+# `json_schema_extra` pattern: the validators above do, with their own messages).
+_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
+NO_CONTROL_CHARACTERS = f"^[^{_CONTROL}]*$"
+# ... and not blank: what is left once leading and trailing white space is stripped.
+NOT_BLANK_NO_CONTROL_CHARACTERS = f"^[^{_CONTROL}]*[^\\s{_CONTROL}][^{_CONTROL}]*$"
+_NO_CONTROL = Field(json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})
+_NOT_BLANK = Field(json_schema_extra={"pattern": NOT_BLANK_NO_CONTROL_CHARACTERS})
+
+
 def _lower_tag(tag: str) -> str:
     # Lower-casing can lengthen a string ("İ" becomes two code points): check after it.
     lowered = tag.lower()
@@ -103,16 +119,15 @@ def _lower_tag(tag: str) -> str:
 
 
 def _cap_tags_input(value: Any) -> Any:
-    if isinstance(value, (list, tuple)) and len(value) > TAGS_INPUT_MAX:
-        raise ValueError(f"at most {TAGS_MAX} distinct tags ({len(value)} items sent)")
+    # Before any item is validated, so a huge list fails fast with one error instead of one per
+    # item. Duplicates count: the document's `maxItems`, which JSON Schema counts so.
+    if isinstance(value, (list, tuple)) and len(value) > TAGS_MAX:
+        raise ValueError(f"at most {TAGS_MAX} tags ({len(value)} sent)")
     return value
 
 
 def _normalize_tags(tags: list[str]) -> list[str]:
-    unique = list(dict.fromkeys(tags))
-    if len(unique) > TAGS_MAX:
-        raise ValueError(f"at most {TAGS_MAX} distinct tags")
-    return unique
+    return list(dict.fromkeys(tags))
 
 
 def parse_due_date(value: Any) -> Any:
@@ -140,19 +155,27 @@ Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
     AfterValidator(reject_control_characters),
+    _NOT_BLANK,
 ]
 Description = Annotated[
     str,
     StringConstraints(max_length=DESCRIPTION_MAX),
     BeforeValidator(reject_control_characters),
+    _NO_CONTROL,
 ]
 Tag = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TAG_MAX),
     AfterValidator(reject_control_characters),
     AfterValidator(_lower_tag),
+    _NOT_BLANK,
 ]
-Tags = Annotated[list[Tag], BeforeValidator(_cap_tags_input), AfterValidator(_normalize_tags)]
+Tags = Annotated[
+    list[Tag],
+    BeforeValidator(_cap_tags_input),
+    AfterValidator(_normalize_tags),
+    Field(json_schema_extra={"maxItems": TAGS_MAX}),
+]
 DueDate = Annotated[datetime, BeforeValidator(parse_due_date)]
 # What the API returns: always UTC, whatever the database session's time zone.
 UtcDateTime = Annotated[datetime, AfterValidator(lambda value: value.astimezone(UTC))]
@@ -160,12 +183,19 @@ SearchText = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200),
     BeforeValidator(reject_control_characters),
+    _NO_CONTROL,
 ]
-Recurrence = Annotated[str, BeforeValidator(normalize), BeforeValidator(reject_control_characters)]
+Recurrence = Annotated[
+    str,
+    BeforeValidator(normalize),
+    BeforeValidator(reject_control_characters),
+    Field(json_schema_extra={"pattern": RECURRENCE_PATTERN, "maxLength": RECURRENCE_MAX}),
+]
 IdempotencyKey = Annotated[
     str,
     StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_MAX),
     BeforeValidator(reject_control_characters),
+    _NO_CONTROL,
 ]
 
 
@@ -281,15 +311,24 @@ class StrictModel(BaseModel):
         return data
 
 
+# A recurring task needs a due date (`_recurrence_needs_due_date`), as the document says it.
+RECURRING_NEEDS_DUE_DATE = {
+    "if": {"properties": {"recurrence": {"type": "string"}}, "required": ["recurrence"]},
+    "then": {"properties": {"due_date": {"type": "string"}}, "required": ["due_date"]},
+}
+
+
 class TaskCreate(StrictModel):
     """Body of POST (and, as a full replacement, PUT): omitted fields take their defaults."""
+
+    model_config = ConfigDict(json_schema_extra=RECURRING_NEEDS_DUE_DATE)
 
     title: Title
     description: Description | None = None
     priority: Priority = Priority.medium
     tags: Tags = Field(default_factory=list)
     due_date: DueDate | None = None
-    completed: bool = False
+    completed: StrictBool = False
     recurrence: Recurrence | None = None
     remind_at: DueDate | None = None
 
@@ -304,30 +343,56 @@ def _recurrence_needs_due_date(data: Any) -> None:
         raise ValueError("a recurring task needs a due_date")
 
 
-NON_NULLABLE_FIELDS = frozenset({"title", "priority", "tags", "completed"})
+NON_NULLABLE_FIELDS = ("title", "priority", "tags", "completed")
+
+
+def _not_nullable_in_schema(schema: dict[str, Any]) -> None:
+    """A field that may be left out but not sent as null: its schema without the null branch."""
+    schema.pop("default", None)  # null, which the schema no longer allows
+    branches = [branch for branch in schema.pop("anyOf", ()) if branch != {"type": "null"}]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+
+
+# Optional, not nullable: None in Python means "not sent" (the validator refuses a sent null).
+_NOT_NULLABLE = Field(default=None, json_schema_extra=_not_nullable_in_schema)
 
 
 class TaskUpdate(StrictModel):
     """Body of PATCH: any subset of the fields; only those sent are changed."""
 
-    title: Title | None = None
+    # Checked when both are sent; a recurrence sent alone needs the task's own due date.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "properties": {"recurrence": {"type": "string"}},
+                "required": ["recurrence", "due_date"],
+            },
+            "then": RECURRING_NEEDS_DUE_DATE["then"],
+        }
+    )
+
+    title: Title | None = _NOT_NULLABLE
     description: Description | None = None
-    priority: Priority | None = None
-    tags: Tags | None = None
+    priority: Priority | None = _NOT_NULLABLE
+    tags: Tags | None = _NOT_NULLABLE
     due_date: DueDate | None = None
-    completed: bool | None = None
+    completed: StrictBool | None = _NOT_NULLABLE
     recurrence: Recurrence | None = None
     remind_at: DueDate | None = None
 
+    @field_validator(*NON_NULLABLE_FIELDS, mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Here, not in a model validator, so that the error is located at the field.
+        if value is None:
+            raise ValueError("cannot be null (leave the field out to keep its value)")
+        return value
+
     @model_validator(mode="after")
-    def _no_null_for_required_fields(self) -> "TaskUpdate":
-        nulls = sorted(
-            name
-            for name in self.model_fields_set & NON_NULLABLE_FIELDS
-            if getattr(self, name) is None
-        )
-        if nulls:
-            raise ValueError(f"{', '.join(nulls)} cannot be null")
+    def _recurring_tasks_are_due(self) -> "TaskUpdate":
         if {"recurrence", "due_date"} <= self.model_fields_set:
             _recurrence_needs_due_date(self)
         return self
@@ -336,7 +401,7 @@ class TaskUpdate(StrictModel):
 class TaskCompletion(StrictModel):
     """Body of PATCH /complete: an explicit state; no body (or no field) toggles."""
 
-    completed: bool | None = None
+    completed: StrictBool | None = None
 
 
 # Responses are plain pydantic models: SQLModel's validation costs ~4x as much per object.

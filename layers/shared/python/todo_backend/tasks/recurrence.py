@@ -24,6 +24,29 @@ COUNT_MAX = 1000
 RECURRENCE_FORM = (
     "^FREQ=(DAILY|WEEKLY|MONTHLY|YEARLY)(;(INTERVAL|BYDAY|BYMONTHDAY|COUNT|UNTIL)=[0-9A-Z,+-]+)*$"
 )
+
+
+def _listed(item: str, most: int) -> str:
+    return f"{item}(?:,{item}){{0,{most - 1}}}"
+
+
+_DAY = f"(?:{'|'.join(WEEKDAYS)})"
+_INTERVAL = ";INTERVAL=(?:36[0-6]|3[0-5][0-9]|[12][0-9]{2}|[1-9][0-9]?)"
+_END = (
+    "(?:;COUNT=(?:1000|[1-9][0-9]{0,2})"
+    "|;UNTIL=[1-9][0-9]{3}(?:0[1-9]|1[0-2])(?:0[1-9]|1[0-9]|2[0-8])"
+    "(?:T(?:[01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]Z)?)?"
+)
+# The rules in their stored form, as a JSON Schema pattern for the document: every string it
+# matches is accepted (lists kept short enough that no match normalises past RECURRENCE_MAX).
+# The API also accepts other spellings of them: lower case, parts in any order, `RRULE:`.
+RECURRENCE_PATTERN = (
+    "^FREQ=(?:"
+    f"(?:DAILY|YEARLY)(?:{_INTERVAL})?"
+    f"|WEEKLY(?:{_INTERVAL})?(?:;BYDAY={_listed(_DAY, 7)})?"
+    f"|MONTHLY(?:{_INTERVAL})?(?:;BYMONTHDAY={_listed('-?(?:3[01]|[12][0-9]|[1-9])', 31)})?"
+    f"){_END}$"
+)
 # Beyond this gap between the rule's start and the pivot, the start is moved forward by whole
 # periods first, so a task due in year 1 does not make rrule walk two thousand years of days.
 SHIFT_AFTER = timedelta(days=4000)
