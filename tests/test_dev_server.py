@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from scripts.dev_database import pid_alive, repair_handles, running_postmaster
+from tests.support.progress import Waiting
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_SECONDS = 120
@@ -80,7 +81,9 @@ class DevServer:
 
     def wait_until_serving(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        waiting = Waiting("dev server starting")
         while time.monotonic() < deadline:
+            waiting.tick()
             assert self.process.poll() is None, self.output()
             try:
                 with urllib.request.urlopen(
@@ -92,9 +95,23 @@ class DevServer:
                 time.sleep(0.3)
         pytest.fail(f"the dev server did not start:\n{self.output()}")
 
-    def wait_until_all_stopped(self, postmaster: int) -> None:
+    def guard_lines(self) -> list[str]:
+        """What the guard process logged about this server, once it has given its verdict."""
+        log = self.local_dir / "dev-guard.log"
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
+            text = log.read_text() if log.exists() else ""
+            lines = [line for line in text.splitlines() if f" {self.process.pid}" in line]
+            if any("stopped cleanly" in line or "without cleaning up" in line for line in lines):
+                return lines
+            time.sleep(0.2)
+        pytest.fail(f"the guard said nothing final about {self.process.pid}:\n{text}")
+
+    def wait_until_all_stopped(self, postmaster: int) -> None:
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        waiting = Waiting("dev server stopping")
+        while time.monotonic() < deadline:
+            waiting.tick()
             if not pid_alive(postmaster) and port_is_free(self.port):
                 return
             time.sleep(0.2)
@@ -132,6 +149,15 @@ def test_every_way_out_stops_the_embedded_postgresql(local_dir, how, signum):
     # Then PostgreSQL is stopped, the port is free, and no handle is left
     server.wait_until_all_stopped(postmaster)
     assert json.loads((server.pgdata / ".handle_pids.json").read_text()) == []
+    # and the guard's log reads as what happened: a clean stop, or a clean-up after a kill
+    lines = server.guard_lines()
+    assert f"guard: watching dev server {server.process.pid}" in lines[0]
+    if signum == signal.SIGKILL:
+        assert f"dev server {server.process.pid} ended without cleaning up: " in lines[-1]
+        assert not any("stopped cleanly" in line for line in lines)
+    else:
+        assert len(lines) == 2, lines
+        assert lines[1].endswith(f"guard: dev server {server.process.pid} stopped cleanly")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])

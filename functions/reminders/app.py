@@ -19,7 +19,7 @@ from todo_backend.core.db import get_database
 from todo_backend.core.observability import logger, metrics
 from todo_backend.core.settings import get_settings
 from todo_backend.core.snapstart import register as register_snapstart
-from todo_backend.events.relay import relay_pending_events
+from todo_backend.events.relay import relay_backlog, relay_pending_events
 from todo_backend.retention.prune import Retention, prune
 from todo_backend.tasks.reminders import claim_all_due_reminders
 
@@ -54,6 +54,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         metrics.add_metric(name="TaskEventsPublished", unit="Count", value=report.published)
         metrics.add_metric(name="TaskEventsFailed", unit="Count", value=report.failed)
         metrics.add_metric(name="EventsParked", unit="Count", value=report.parked)
+        # What is still waiting after the run: template.yaml alarms on the oldest event's age.
+        backlog = relay_backlog(db)
+        outcome.update(
+            events_pending=backlog.pending, oldest_pending_age_seconds=backlog.oldest_age_seconds
+        )
+        metrics.add_metric(name="TaskEventsPending", unit="Count", value=backlog.pending)
+        metrics.add_metric(
+            name="OldestPendingEventAge", unit="Seconds", value=backlog.oldest_age_seconds
+        )
     deleted = prune(
         db,
         Retention(settings.event_retention_days, settings.chat_record_retention_days),

@@ -5,6 +5,7 @@ never hold a token, a secret or message text: only methods, paths, statuses and 
 Service name and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE.
 """
 
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -20,7 +21,9 @@ from todo_backend.core.limits import oversized_body_response
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 logger = Logger()
-metrics = Metrics(namespace="TodoBackend")
+# The stack sets one namespace per stage (template.yaml), which its alarms watch; Powertools would
+# read the variable itself, but without it (tests, `make dev`) a flush would fail.
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "TodoBackend")
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 

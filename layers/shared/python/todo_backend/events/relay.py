@@ -326,3 +326,27 @@ def unrelayed_count(db: Database) -> int:
         idempotent=True,
     )
     return int(row["n"]) if row is not None else 0
+
+
+class Backlog(NamedTuple):
+    """What the relay has not published yet: how many events, and how long the oldest has waited
+    (0 when none). The reminders function emits both as metrics after each run; an alarm on the
+    age catches a relay that has stopped, however small the backlog."""
+
+    pending: int
+    oldest_age_seconds: float
+
+
+def relay_backlog(db: Database) -> Backlog:
+    """The backlog (neither relayed nor parked: parked events have an alarm of their own) in one
+    statement, which the partial index on pending events bounds."""
+    age = func.extract("epoch", func.now() - func.min(task_events.c.occurred_at))
+    row = db.fetch_one(
+        select(
+            func.count().label("pending"), func.coalesce(age, 0).label("oldest_age_seconds")
+        ).where(task_events.c.relayed_at.is_(None), task_events.c.failed_at.is_(None)),
+        idempotent=True,
+    )
+    if row is None:
+        return Backlog(0, 0.0)
+    return Backlog(int(row["pending"]), max(0.0, float(row["oldest_age_seconds"])))
