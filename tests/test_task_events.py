@@ -7,21 +7,16 @@ The AWS SDK's own event hooks (botocore, not our code) inject the failures: one 
 request entry so that EventBridge rejects it, another raises after EventBridge has accepted.
 """
 
-import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from tests.support.event_bus import BUS, REGION, Bus, moto_bus
 from tests.support.lambda_events import LambdaContext
 from todo_backend.tasks.tools import ToolContext, execute_tool
-
-BUS = "todo-test-tasks"
-REGION = "eu-west-1"
-
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -44,34 +39,9 @@ def mark_backlog_relayed(database: Any) -> None:
         )
 
 
-@dataclass
-class Bus:
-    events: Any
-    sqs: Any
-    queue_url: str
-
-    def received(self) -> list[dict[str, Any]]:
-        """Every message the queue holds now (each deleted once read)."""
-        messages: list[dict[str, Any]] = []
-        while True:
-            batch = self.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            ).get("Messages", [])
-            if not batch:
-                return messages
-            for message in batch:
-                messages.append(json.loads(message["Body"]))
-                self.sqs.delete_message(
-                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
-
-
 @pytest.fixture
 def bus(monkeypatch: pytest.MonkeyPatch, database: Any) -> Iterator[Bus]:
     """A moto EventBridge bus with one rule sending every `todo.tasks` event to an SQS queue."""
-    import boto3
-    from moto import mock_aws
-
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -80,23 +50,8 @@ def bus(monkeypatch: pytest.MonkeyPatch, database: Any) -> Iterator[Bus]:
     }.items():
         monkeypatch.setenv(name, value)
     mark_backlog_relayed(database)
-    with mock_aws():
-        events = boto3.client("events", region_name=REGION)
-        sqs = boto3.client("sqs", region_name=REGION)
-        events.create_event_bus(Name=BUS)
-        queue_url = sqs.create_queue(QueueName="task-events")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        events.put_rule(
-            Name="all-task-events",
-            EventBusName=BUS,
-            EventPattern=json.dumps({"source": ["todo.tasks"]}),
-        )
-        events.put_targets(
-            Rule="all-task-events", EventBusName=BUS, Targets=[{"Id": "queue", "Arn": queue_arn}]
-        )
-        yield Bus(events, sqs, queue_url)
+    with moto_bus() as started:
+        yield started
 
 
 def retries_fall_due(database: Any) -> None:

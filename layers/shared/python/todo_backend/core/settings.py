@@ -85,6 +85,20 @@ class AwsSecretsSource(PydanticBaseSettingsSource):
         return values
 
 
+def _origin(value: str, whose: str, example: str) -> str:
+    """`scheme://host[:port]` of a URL that must be an origin (no path, query or fragment)."""
+    parts = urlsplit(value.strip())
+    try:
+        parts.port  # noqa: B018 - raises on an invalid port
+    except ValueError:
+        raise ValueError("invalid port") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"must be {whose} origin, e.g. {example}")
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
+        raise ValueError(f"must be {whose} origin (scheme, host and port, no path), e.g. {example}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         frozen=True, extra="ignore", case_sensitive=False, env_ignore_empty=True
@@ -201,37 +215,16 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _the_api_origin(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value.strip())
-        try:
-            parts.port  # noqa: B018 - raises on an invalid port
-        except ValueError:
-            raise ValueError("invalid port") from None
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError("must be the API's public origin, e.g. https://api.example.com")
-        if parts.path not in {"", "/"} or parts.query or parts.fragment:
-            raise ValueError("must be an origin (scheme, host and port, no path)")
-        return f"{parts.scheme}://{parts.netloc}"
+        return None if value is None else _origin(value, "the API's", "https://api.example.com")
 
     @field_validator("better_auth_url")
     @classmethod
     def _an_origin(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value.strip())
-        try:
-            parts.port  # noqa: B018 - raises on an invalid port
-        except ValueError:
-            raise ValueError("invalid port") from None
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError("must be the front end's origin, e.g. https://app.example.com")
-        if parts.path not in {"", "/"} or parts.query or parts.fragment:
-            raise ValueError(
-                "must be the front end's origin (scheme, host and port, no path),"
-                " e.g. https://app.example.com"
-            )
-        return require_https_unless_local(f"{parts.scheme}://{parts.netloc}")
+        return require_https_unless_local(
+            _origin(value, "the front end's", "https://app.example.com")
+        )
 
     @model_validator(mode="after")
     def _some_way_to_verify_tokens(self) -> "Settings":
