@@ -51,7 +51,7 @@ def test_empty_listing(tasks_api, user):
     # When the list is requested
     page = listing(tasks_api, user)
     # Then it is empty
-    assert page == {"items": [], "total": 0, "limit": 50, "offset": 0}
+    assert page == {"items": [], "total": 0, "limit": 50, "offset": 0, "next_cursor": None}
 
 
 def test_items_are_full_task_objects(tasks_api, user):

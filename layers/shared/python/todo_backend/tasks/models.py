@@ -68,6 +68,19 @@ class TaskStatus(StrEnum):
     completed = "completed"
 
 
+# The list's sort keys as SQL (the indexes and the statement spell them the same): NULL due
+# dates sort last in both orders, as one value past every date.
+DUE_KEY_ASC = "COALESCE(due_date, 'infinity'::timestamptz)"
+DUE_KEY_DESC = "COALESCE(due_date, '-infinity'::timestamptz)"
+# A priority's rank, low 1 to high 3 (one line as PostgreSQL prints it back, which alembic's
+# comparison of the model and the migrations needs).
+PRIORITY_RANK = "array_position(ARRAY['low'::text, 'medium'::text, 'high'::text], priority::text)"
+
+
+# A list cursor is a few dozen characters; longer is not one the API returned.
+LIST_CURSOR_MAX = 300
+
+
 class TaskSort(StrEnum):
     created_at = "created_at"
     updated_at = "updated_at"
@@ -292,6 +305,20 @@ tasks = Table(
     Index("ix_tasks_user_updated", "user_id", text("updated_at DESC"), text("id DESC")),
     Index("ix_tasks_user_due", "user_id", "due_date"),
     Index("ix_tasks_user_completed_created", "user_id", "completed", text("created_at DESC")),
+    # Each list sort in either order (a btree serves an order and its reverse; due dates, NULLs
+    # last both ways, need one per order): a page is read in index order (migration 0011).
+    Index("ix_tasks_user_due_asc", "user_id", text(DUE_KEY_ASC), "id"),
+    Index("ix_tasks_user_due_desc", "user_id", text(f"{DUE_KEY_DESC} DESC"), text("id DESC")),
+    Index("ix_tasks_user_completed_due_asc", "user_id", "completed", text(DUE_KEY_ASC), "id"),
+    Index(
+        "ix_tasks_user_completed_due_desc",
+        "user_id",
+        "completed",
+        text(f"{DUE_KEY_DESC} DESC"),
+        text("id DESC"),
+    ),
+    Index("ix_tasks_user_priority", "user_id", text(f"{PRIORITY_RANK} DESC"), text("id DESC")),
+    Index("ix_tasks_user_title", "user_id", text("lower(title)"), "id"),
     # The reminders function's claim: due, undelivered, pending reminders of every user.
     Index(
         "ix_tasks_reminders_undelivered",
@@ -477,6 +504,9 @@ class TaskPage(BaseModel):
     total: int
     limit: int
     offset: int
+    # Pass it as `cursor` for the page after this one (same filters, sort and order); null on
+    # the last page.
+    next_cursor: str | None = None
 
 
 class TaskListQuery(BaseModel):
@@ -495,6 +525,11 @@ class TaskListQuery(BaseModel):
     order: SortOrder = SortOrder.desc
     limit: int = Field(default=50, ge=1, le=100)
     offset: int = Field(default=0, ge=0, le=2**63 - 1)
+    cursor: str | None = Field(
+        default=None,
+        max_length=LIST_CURSOR_MAX,
+        description="A page's `next_cursor`: the page after it (not with a non-zero offset).",
+    )
 
 
 # --- tags, stats, reminders ---------------------------------------------------------------------

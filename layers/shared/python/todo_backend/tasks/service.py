@@ -16,6 +16,7 @@ same and no next occurrence exists yet (`next_task_id IS NULL`), setting `next_t
 inserting that occurrence. Concurrent completions race on that guard: exactly one wins.
 """
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +32,9 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Executable,
+    Integer,
     Select,
+    String,
     Update,
     and_,
     bindparam,
@@ -44,11 +47,11 @@ from sqlalchemy import (
     literal,
     literal_column,
     not_,
-    nulls_last,
     or_,
     select,
     table,
     true,
+    tuple_,
     union_all,
     update,
 )
@@ -509,19 +512,88 @@ def _bounds(zone: str, now: datetime | None) -> dict[str, Any]:
     return {name: getattr(day, name) for name in LOCAL_BOUNDS}
 
 
+def _sort_key(columns: Any, sort: TaskSort, order: SortOrder) -> ColumnElement[Any]:
+    """The sort's key over `columns` (the table's or a subquery's), spelled as the list indexes
+    (models `ix_tasks_user_*`) spell it, so that a page is read in index order."""
+    if sort is TaskSort.priority:
+        ranks = literal_column("ARRAY['low'::text, 'medium'::text, 'high'::text]")
+        rank: ColumnElement[Any] = func.array_position(ranks, columns.priority, type_=Integer)
+        return rank
+    if sort is TaskSort.title:
+        return func.lower(columns.title)
+    if sort is TaskSort.due_date:
+        # NULLs last in both orders: past every date, as one value a row comparison can take.
+        edge = "'infinity'::timestamptz" if order is SortOrder.asc else "'-infinity'::timestamptz"
+        return func.coalesce(columns.due_date, literal_column(edge))
+    key: ColumnElement[Any] = columns[sort.value]
+    return key
+
+
 def _ordering(columns: Any, sort: TaskSort, order: SortOrder) -> list[ColumnElement[Any]]:
     """ORDER BY for `columns` (the table's or a subquery's); ties fall back to the id."""
-    if sort is TaskSort.priority:
-        key: ColumnElement[Any] = case({"high": 3, "medium": 2, "low": 1}, value=columns.priority)
-    elif sort is TaskSort.title:
-        key = func.lower(columns.title)
-    else:
-        key = columns[sort.value]
     direction = (lambda c: c.asc()) if order is SortOrder.asc else (lambda c: c.desc())
-    primary = direction(key)
-    if sort is TaskSort.due_date:
-        primary = nulls_last(primary)
-    return [primary, direction(columns.id)]
+    return [direction(_sort_key(columns, sort, order)), direction(columns.id)]
+
+
+# The type of each sort's key as a cursor carries it (JSON) and as the statement binds it.
+CURSOR_KEY_TYPES: dict[TaskSort, Any] = {
+    TaskSort.created_at: DateTime(timezone=True),
+    TaskSort.updated_at: DateTime(timezone=True),
+    TaskSort.due_date: DateTime(timezone=True),
+    TaskSort.priority: Integer(),
+    TaskSort.title: String(),
+}
+
+
+def _after_cursor(sort: TaskSort, order: SortOrder) -> ColumnElement[bool]:
+    """The rows after the cursor's (key, id) in the list's order: one row comparison, which the
+    sort's index serves as the start of its scan."""
+    cursor_key: ColumnElement[Any] = bindparam("cursor_key", type_=CURSOR_KEY_TYPES[sort])
+    if sort is TaskSort.due_date:  # a NULL due date's key is the edge of the order
+        edge = "'infinity'::timestamptz" if order is SortOrder.asc else "'-infinity'::timestamptz"
+        cursor_key = func.coalesce(cast(cursor_key, DateTime(timezone=True)), literal_column(edge))
+    row = tuple_(_sort_key(tasks.c, sort, order), tasks.c.id)
+    start = tuple_(cursor_key, bindparam("cursor_id", type_=BigInteger))
+    return row > start if order is SortOrder.asc else row < start
+
+
+def encode_cursor(query: TaskListQuery, key: Any, task_id: int) -> str:
+    """An opaque cursor: the sort, order and the last row's key and id (base64url JSON)."""
+    if isinstance(key, datetime):
+        key = key.isoformat()
+    payload = json.dumps([query.sort.value, query.order.value, key, task_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_cursor(query: TaskListQuery) -> tuple[Any, int]:
+    """The (key, id) a cursor of this list carries; a 422 at the cursor for anything else."""
+    assert query.cursor is not None
+    try:
+        text_ = base64.urlsafe_b64decode(query.cursor + "=" * (-len(query.cursor) % 4))
+        sort, order, key, task_id = json.loads(text_)
+        valid = (
+            sort == query.sort.value
+            and order == query.order.value
+            and type(task_id) is int
+            and 0 < task_id < 2**63
+        )
+        if valid and query.sort in (TaskSort.created_at, TaskSort.updated_at, TaskSort.due_date):
+            if key is not None or query.sort is not TaskSort.due_date:
+                key = datetime.fromisoformat(key)
+                valid = key.tzinfo is not None
+        elif valid and query.sort is TaskSort.priority:
+            valid = type(key) is int and key in (1, 2, 3)
+        elif valid:
+            valid = isinstance(key, str)
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError):
+        valid = False
+    if not valid:
+        raise InvalidInputError(
+            "not a cursor of this list (its sort and order): pass a page's next_cursor",
+            loc=("query", "cursor"),
+            error_type="value_error",
+        )
+    return key, task_id
 
 
 def _is_structural(value: Any) -> bool:
@@ -577,9 +649,17 @@ def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> Prepare
         func.count().label("total"), stored_zone(bindparam("user_id")).label("user_zone")
     ).where(*conditions)
     counts = counts.subquery("counts")
+    # The cursor's next page: the rows after its (key, id); `total` still counts every match.
+    after = [_after_cursor(template.sort, template.order)] if template.cursor is not None else []
+    # The key a next page's cursor carries (a due date as stored: NULL, not the edge).
+    key = (
+        tasks.c.due_date
+        if template.sort is TaskSort.due_date
+        else _sort_key(tasks.c, template.sort, template.order)
+    )
     page = (
-        select(*PUBLIC_COLUMNS)
-        .where(*conditions)
+        select(*PUBLIC_COLUMNS, key.label("sort_key"))
+        .where(*conditions, *after)
         .order_by(*_ordering(tasks.c, template.sort, template.order))
         .limit(bindparam("limit", type_=BigInteger))
         .offset(bindparam("offset", type_=BigInteger))
@@ -590,7 +670,7 @@ def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> Prepare
         .select_from(counts.outerjoin(page, true()))
         .order_by(*_ordering(page.c, template.sort, template.order))
     )
-    named = {"user_id", "limit", "offset", *LOCAL_BOUNDS}
+    named = {"user_id", "limit", "offset", "cursor_key", "cursor_id", *LOCAL_BOUNDS}
     named |= {name for name, value in shape if value is BOUND}
     return _prepare(statement, named, dialect)
 
@@ -600,12 +680,23 @@ def list_tasks(
 ) -> TaskPage:
     """One page of the user's tasks and the count of all matches, in one statement ("today" is
     the user's local day at `now`, by default this container's clock)."""
+    cursor: tuple[Any, int | None] = (None, None)
+    if query.cursor is not None:
+        if query.offset:
+            raise InvalidInputError(
+                "cursor and a non-zero offset exclude each other: pass one",
+                loc=("query", "cursor"),
+                error_type="value_error",
+            )
+        cursor = decode_cursor(query)
     prepared = _list_statement(_shape(query), db.engine.dialect)
     zone = remembered_zone(user_id)[0]
     dependent = _zone_dependent(query)
     for _ in range(2):
         info = zone_info(zone)
         values = {**query.__dict__, "user_id": user_id}
+        # One row past the page: whether there is a next page, without counting.
+        values |= {"limit": query.limit + 1, "cursor_key": cursor[0], "cursor_id": cursor[1]}
         if dependent:  # only then does the statement take the local day's bounds
             values.update(_bounds(zone, now))
         for name in ("due_before", "due_after"):
@@ -622,12 +713,19 @@ def list_tasks(
             break
         zone = found  # changed elsewhere: list again in the stored zone
     # One validation for the page (pydantic's loop, not Python's); then the user's offsets.
+    found_rows = [row for row in rows if row["id"] is not None]
+    next_cursor = None
+    if len(found_rows) > query.limit:
+        found_rows = found_rows[: query.limit]
+        last = found_rows[-1]
+        next_cursor = encode_cursor(query, last["sort_key"], last["id"])
     page = TaskPage.model_validate(
         {
-            "items": [row for row in rows if row["id"] is not None],
+            "items": found_rows,
             "total": rows[0]["total"],
             "limit": query.limit,
             "offset": query.offset,
+            "next_cursor": next_cursor,
         }
     )
     if found != DEFAULT_ZONE:
