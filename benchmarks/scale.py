@@ -138,6 +138,15 @@ def scale_rows(database_url: str, rounds: int = 7, per_round: int = 3) -> list[t
         return done
 
     near_end = {S_USER: S_TASKS - 50, L_USER: L_TASKS - 50}
+    # The page a keyset walk reaches at the offset above: the cursor of the row before it.
+    cursors = {
+        user: {
+            "cursor": call(user, "GET", "/api/tasks", {"offset": str(at - 1), "limit": "1"})[
+                "next_cursor"
+            ]
+        }
+        for user, at in near_end.items()
+    }
     scenarios: list[tuple[str, Callable[[str], Any], float]] = [
         ("GET /api/tasks", lambda u: call(u, "GET", "/api/tasks"), TARGET),
         ("?q= a word no task has", lambda u: call(u, "GET", "/api/tasks", {"q": "xyzzy"}), TARGET),
@@ -156,6 +165,14 @@ def scale_rows(database_url: str, rounds: int = 7, per_round: int = 3) -> list[t
         (
             "offset near the end",
             lambda u: call(u, "GET", "/api/tasks", {"offset": str(near_end[u])}),
+            TARGET,
+        ),
+        ("cursor near the end", lambda u: call(u, "GET", "/api/tasks", cursors[u]), TARGET),
+        ("?sort=due_date", lambda u: call(u, "GET", "/api/tasks", {"sort": "due_date"}), TARGET),
+        ("?sort=priority", lambda u: call(u, "GET", "/api/tasks", {"sort": "priority"}), TARGET),
+        (
+            "?sort=title&order=asc",
+            lambda u: call(u, "GET", "/api/tasks", {"sort": "title", "order": "asc"}),
             TARGET,
         ),
         ("GET /api/tags", lambda u: call(u, "GET", "/api/tags"), TARGET),
