@@ -4,10 +4,12 @@ a cursor that is not one of the list's is a 422 at the cursor, never a 500."""
 
 import base64
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 SORTS = ["created_at", "updated_at", "due_date", "priority", "title"]
 
@@ -177,3 +179,29 @@ def test_a_too_long_cursor_is_a_422(tasks_api, user):
     response = tasks_api.get("/api/tasks", params={"cursor": "a" * 301}, headers=user.headers)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+@contextmanager
+def counted_statements(database: Any) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize("sort", SORTS)
+def test_a_cursor_page_is_one_statement(tasks_api, user, tied_tasks, database, sort):
+    # Given a first page's cursor (the user's zone already known)
+    cursor = listing(tasks_api, user, sort=sort, limit=2)["next_cursor"]
+    # When the next page is listed
+    with counted_statements(database) as statements:
+        page = listing(tasks_api, user, sort=sort, limit=2, cursor=cursor)
+    # Then it took one statement, as an offset page does
+    assert len(statements) == 1, statements
+    assert len(page["items"]) == 2
