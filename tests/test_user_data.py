@@ -12,7 +12,9 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
@@ -524,7 +526,10 @@ def test_a_little_data_is_exported_whole_in_one_page_as_the_api_shows_it(
     body = page.json()
     assert set(body) == {"exported_at", "settings", "tasks", "conversations", "next_cursor"}
     assert body["next_cursor"] is None
-    assert body["exported_at"].endswith("Z")
+    # ... exported_at, as every date-time the API returns, at the user's offset (seed: Berlin)
+    exported_at = datetime.fromisoformat(body["exported_at"])
+    assert exported_at.utcoffset() == exported_at.astimezone(ZoneInfo("Europe/Berlin")).utcoffset()
+    assert body["settings"] == {"timezone": "Europe/Berlin"}
     assert isinstance(body["settings"], dict)
     listed = tasks_api.get(
         "/api/tasks", params={"sort": "created_at", "order": "asc"}, headers=user.headers

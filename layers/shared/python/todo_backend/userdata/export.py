@@ -16,6 +16,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import bindparam, select
 
 from todo_backend.chat.conversations import (
@@ -30,6 +31,7 @@ from todo_backend.core.errors import InvalidInputError
 from todo_backend.tasks.models import tasks
 from todo_backend.tasks.service import PUBLIC_COLUMNS, public_task
 from todo_backend.users.service import get_settings
+from todo_backend.users.zones import in_zone, zone_info
 
 EXPORT_PAGE_MAX_BYTES = 5 * 1024 * 1024
 # Rows read per statement while a page fills.
@@ -147,9 +149,12 @@ class _Page:
 def export_page(db: Database, user_id: str, cursor: str | None) -> bytes:
     """One page of the user's data, as the JSON body of the response (`UserDataExport`)."""
     position = decode_cursor(cursor)
-    exported_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     settings = read_settings(db, user_id)
     zone = settings["timezone"]
+    # As every date-time the API returns: at the user's offset, written as pydantic writes them.
+    exported_at = TypeAdapter(datetime).dump_python(
+        in_zone(datetime.now(UTC), zone_info(zone)), mode="json"
+    )
     page = _Page(f'{{"exported_at":{_dumps(exported_at)},"settings":{_dumps(settings)},"tasks":[')
     stopped: dict[str, Any] | None = None
     if "task" in position:
