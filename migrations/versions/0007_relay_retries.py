@@ -20,11 +20,11 @@ Expand only: the release already running keeps working against this schema.
 drops it.
 """
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from online_ddl import create_indexes, drop_indexes, outside_a_transaction
 
 revision: str = "0007_relay_retries"
 down_revision: str | None = "0009_pending_actions_undo"
@@ -75,42 +75,13 @@ def upgrade() -> None:
     op.add_column("task_events", sa.Column("failed_at", sa.DateTime(timezone=True), nullable=True))
     settings = ", ".join(f"{name} = {value}" for name, value in OUTBOX_STORAGE.items())
     op.execute(f"ALTER TABLE task_events SET ({settings})")
-    with _outside_a_transaction():
-        for name, definition in INDEXES.items():
-            _drop_if_invalid(name)
-            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {definition}")
-
-
-@contextmanager
-def _outside_a_transaction() -> Iterator[None]:
-    """Alembic's autocommit block. Before switching to autocommit, alembic reads the isolation
-    level with a query, for which pg8000 opens a transaction: end it, or CONCURRENTLY refuses.
-    (As in 0010_search_indexes.)"""
-    with op.get_context().autocommit_block():
-        op.execute("ROLLBACK")
-        yield
-
-
-def _drop_if_invalid(name: str) -> None:
-    invalid = (
-        op.get_bind()
-        .execute(
-            sa.text(
-                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                "WHERE c.relname = :name AND NOT i.indisvalid"
-            ),
-            {"name": name},
-        )
-        .first()
-    )
-    if invalid:
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+    with outside_a_transaction():
+        create_indexes(INDEXES)
 
 
 def downgrade() -> None:
-    with _outside_a_transaction():
-        for name in INDEXES:
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+    with outside_a_transaction():
+        drop_indexes(INDEXES)
     op.execute(f"ALTER TABLE task_events RESET ({', '.join(OUTBOX_STORAGE)})")
     op.drop_column("task_events", "failed_at")
     op.drop_column("task_events", "next_attempt_at")

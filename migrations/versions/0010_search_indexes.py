@@ -10,10 +10,10 @@ transaction: each runs in an autocommit block. A build that failed leaves an INV
 with the same name; it is dropped before the build is tried again.
 """
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 from alembic import op
+from online_ddl import create_indexes, drop_indexes, outside_a_transaction
 
 revision: str = "0010_search_indexes"
 down_revision: str | None = "0005_chat_bounds"
@@ -27,45 +27,16 @@ INDEXES = {
 }
 
 
-def _drop_if_invalid(name: str) -> None:
-    op.execute(
-        f"""
-        DO $$ BEGIN
-          IF EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                     WHERE c.relname = '{name}' AND NOT i.indisvalid) THEN
-            EXECUTE 'DROP INDEX {name}';
-          END IF;
-        END $$
-        """
-    )
-
-
-@contextmanager
-def _outside_a_transaction() -> Iterator[None]:
-    """Alembic's autocommit block. Entering it, alembic asks the connection for its isolation
-    level, and pg8000 runs that query in a transaction it opens first (BEGIN; SHOW ...), still
-    open when the connection switches to autocommit: end it (it holds nothing else)."""
-    with op.get_context().autocommit_block():
-        op.execute("ROLLBACK")
-        yield
-
-
 def upgrade() -> None:
     # Both extensions are on Neon's list (and in the embedded server's contrib).
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     op.execute("CREATE EXTENSION IF NOT EXISTS btree_gin")
-    with _outside_a_transaction():
-        for name, columns in INDEXES.items():
-            _drop_if_invalid(name)
-            op.execute(
-                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON tasks USING gin {columns}"
-            )
-        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_tasks_tags")
+    with outside_a_transaction():
+        create_indexes({name: f"tasks USING gin {columns}" for name, columns in INDEXES.items()})
+        drop_indexes(["ix_tasks_tags"])
 
 
 def downgrade() -> None:
-    with _outside_a_transaction():
-        _drop_if_invalid("ix_tasks_tags")
-        op.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_tasks_tags ON tasks USING gin(tags)")
-        for name in INDEXES:
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+    with outside_a_transaction():
+        create_indexes({"ix_tasks_tags": "tasks USING gin (tags)"})
+        drop_indexes(INDEXES)

@@ -12,10 +12,9 @@ CONCURRENTLY in an autocommit block, as 0010 does; an INVALID index left by a fa
 dropped before the build is tried again.
 """
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
-from alembic import op
+from online_ddl import create_indexes, drop_indexes, outside_a_transaction
 
 revision: str = "0011_list_indexes"
 down_revision: str | None = "0006_timezones"
@@ -38,35 +37,11 @@ INDEXES = {
 }
 
 
-def _drop_if_invalid(name: str) -> None:
-    op.execute(
-        f"""
-        DO $$ BEGIN
-          IF EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                     WHERE c.relname = '{name}' AND NOT i.indisvalid) THEN
-            EXECUTE 'DROP INDEX {name}';
-          END IF;
-        END $$
-        """
-    )
-
-
-@contextmanager
-def _outside_a_transaction() -> Iterator[None]:
-    """Alembic's autocommit block, with pg8000's open `SHOW` transaction ended (see 0010)."""
-    with op.get_context().autocommit_block():
-        op.execute("ROLLBACK")
-        yield
-
-
 def upgrade() -> None:
-    with _outside_a_transaction():
-        for name, columns in INDEXES.items():
-            _drop_if_invalid(name)
-            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON tasks {columns}")
+    with outside_a_transaction():
+        create_indexes({name: f"tasks {columns}" for name, columns in INDEXES.items()})
 
 
 def downgrade() -> None:
-    with _outside_a_transaction():
-        for name in INDEXES:
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+    with outside_a_transaction():
+        drop_indexes(INDEXES)
