@@ -4,7 +4,7 @@ They are read once per container, at cold start, with the rest of the settings (
 for the container's life): after rotating a secret, publish a new function version.
 """
 
-from todo_backend.core.settings import ConfigurationError
+from todo_backend.core.configuration import ConfigurationError
 
 
 def fetch_secret(variable: str, location: str) -> str:

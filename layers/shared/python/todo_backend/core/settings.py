@@ -31,11 +31,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from todo_backend.core.configuration import ConfigurationError
+
 DEFAULT_COHERE_MODEL = "command-a-03-2025"
-
-
-class ConfigurationError(RuntimeError):
-    """The environment is missing a variable or holds an invalid value."""
 
 
 SECRET_VARIABLES = ("DATABASE_URL", "BETTER_AUTH_SECRET", "CO_API_KEY")
