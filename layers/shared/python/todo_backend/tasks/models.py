@@ -319,6 +319,18 @@ tasks = Table(
     ),
     Index("ix_tasks_user_priority", "user_id", text(f"{PRIORITY_RANK} DESC"), text("id DESC")),
     Index("ix_tasks_user_title", "user_id", text("lower(title)"), "id"),
+    # Overdue, due today (pending, by due date) and completed lately: counted index only, from
+    # one user's matching entries (migration 0012).
+    Index(
+        "ix_tasks_user_pending_due",
+        "user_id",
+        "due_date",
+        postgresql_include=["all_day"],
+        postgresql_where=text("NOT completed"),
+    ),
+    Index(
+        "ix_tasks_user_completed_at", "user_id", "completed_at", postgresql_where=text("completed")
+    ),
     # The reminders function's claim: due, undelivered, pending reminders of every user.
     Index(
         "ix_tasks_reminders_undelivered",

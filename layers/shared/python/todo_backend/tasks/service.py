@@ -491,9 +491,11 @@ def local(bound: str) -> Any:
 def overdue() -> ColumnElement[bool]:
     """Not completed and past due: a timed task once its instant has passed, an all-day task once
     its local day has ended (its instant is before today's first)."""
+    # Spelled as a range on due_date (start <= now) that ix_tasks_user_pending_due serves.
     return and_(
         not_(tasks.c.completed),
-        tasks.c.due_date < case((tasks.c.all_day, local("start")), else_=local("now")),
+        tasks.c.due_date < local("now"),
+        or_(not_(tasks.c.all_day), tasks.c.due_date < local("start")),
     )
 
 
