@@ -1,6 +1,7 @@
 """Reads at scale: each read of the tasks API for a user with 100 tasks (S) against a user with
-100,000 tasks (L), both in one database that also holds 10,000 other users with 100 tasks each
-and 1,000,000 relayed outbox rows, loaded by `INSERT ... SELECT generate_series`.
+100,000 tasks (L), both in America/New_York with all-day tasks among their due dates, in one
+database that also holds 10,000 other users with 100 tasks each and 1,000,000 relayed outbox
+rows, loaded by `INSERT ... SELECT generate_series`.
 
     make bench              (this section is part of it)
     PYTHONPATH=.:layers/shared/python .venv/bin/python -m benchmarks.scale   (this section alone)
@@ -26,6 +27,7 @@ RELAYED_EVENTS = 1_000_000
 S_USER, L_USER = "scale-s", "scale-l"
 COMMON_WORD = "groceries"  # in the title of 8% of every user's tasks
 TAGS = 20
+ZONE = "America/New_York"  # S and L live outside UTC, in a zone with DST
 
 # L time over S time, wall: the goal of issue 25 (search matching 8% of the tasks: 10x).
 TARGET = 3.0
@@ -33,24 +35,36 @@ SEARCH_TARGET = 10.0
 
 
 def _load(connection: Any, user_id: str, count: int) -> None:
+    """`count` tasks of a user in ZONE: half with a due date a year either side of today, one in
+    ten of those all-day (due on a local date, its instant the day's first)."""
+    connection.run(
+        "INSERT INTO user_settings (user_id, timezone) VALUES (:user_id, :zone)",
+        user_id=user_id,
+        zone=ZONE,
+    )
     connection.run(
         f"""
         INSERT INTO tasks (user_id, title, description, completed, priority, tags, due_date,
-                           completed_at, created_at, updated_at)
+                           all_day, due_on, completed_at, created_at, updated_at)
         SELECT :user_id,
                CASE WHEN n % 25 < 2 THEN 'Buy {COMMON_WORD} ' || n ELSE 'Task number ' || n END,
                CASE WHEN n % 3 = 0 THEN 'Some notes about item ' || n END,
                n % 10 < 3,
                (ARRAY['low', 'medium', 'high'])[1 + n % 3],
                ARRAY['tag' || (n % {TAGS}), 'tag' || ((n / 7) % {TAGS})],
-               CASE WHEN n % 2 = 0 THEN now() + ((n % 730) - 365) * interval '1 day' END,
+               CASE WHEN n % 20 = 4 THEN (local_day::timestamp AT TIME ZONE :zone)
+                    WHEN n % 2 = 0 THEN now() + ((n % 730) - 365) * interval '1 day' END,
+               n % 20 = 4,
+               CASE WHEN n % 20 = 4 THEN local_day END,
                CASE WHEN n % 10 < 3 THEN now() - interval '1 day' END,
                now() - n * interval '1 second',
                now() - n * interval '1 second'
-        FROM generate_series(1, :count) AS n
+        FROM generate_series(1, :count) AS n,
+             LATERAL (SELECT (now() AT TIME ZONE :zone)::date + ((n % 730) - 365) AS local_day) d
         """,
         user_id=user_id,
         count=count,
+        zone=ZONE,
     )
 
 
