@@ -55,6 +55,14 @@ COVERAGE = {
         "kept: the running turn's lease ends with the turn, which still bills its tokens",
         "not exported: no content, only while a turn runs",
     ),
+    "task_counts": (
+        "erased with the tasks (the tasks' triggers delete a row that reaches zero)",
+        "not exported: derived from the tasks (counts shown by GET /api/stats)",
+    ),
+    "tag_counts": (
+        "erased with the tasks (the tasks' triggers delete a row that reaches zero)",
+        "not exported: derived from the tasks (counts shown by GET /api/tags)",
+    ),
 }
 KEPT = {"chat_usage": 1, "chat_leases": 1}  # rows of the user left after an erase (seeded below)
 
@@ -177,8 +185,10 @@ def seed(tasks_api: Any, chat_api: Any, fake_cohere: Any, database: Any, user: A
     zone = tasks_api.put("/api/settings", json={"timezone": "Europe/Berlin"}, headers=user.headers)
     assert zone.status_code == 200, zone.text
     created = [
-        tasks_api.post("/api/tasks", json={"title": title}, headers=user.headers).json()
-        for title in ("Buy milk", "Call mum")
+        tasks_api.post(
+            "/api/tasks", json={"title": title, "tags": tags}, headers=user.headers
+        ).json()
+        for title, tags in (("Buy milk", ["shopping"]), ("Call mum", []))
     ]
     tasks_api.patch(
         f"/api/tasks/{created[0]['id']}", json={"priority": "high"}, headers=user.headers

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -365,6 +366,38 @@ for _name, _column, _ops in (
         postgresql_using="gin",
         **({"postgresql_ops": {_column.name: _ops}} if _ops else {}),
     )
+
+
+# Per-user counters of the tasks, kept exact by triggers on `tasks` in the statement that
+# changes them (migration 0013): GET /api/stats and /api/tags, and an unfiltered list's total,
+# read them instead of the user's tasks. A row that reaches zero is deleted (a user without
+# tasks has none). Derived data: erased with the tasks, not exported.
+def _counter(name: str) -> Column[Any]:
+    return Column(name, BigInteger, nullable=False, server_default=text("0"))
+
+
+task_counts = Table(
+    "task_counts",
+    metadata,
+    Column("user_id", Text, nullable=False),
+    _counter("total"),
+    _counter("completed"),
+    # Pending tasks by priority (the stats' by_priority counts pending tasks only).
+    _counter("pending_low"),
+    _counter("pending_medium"),
+    _counter("pending_high"),
+    PrimaryKeyConstraint("user_id", name="pk_task_counts"),
+)
+
+tag_counts = Table(
+    "tag_counts",
+    metadata,
+    Column("user_id", Text, nullable=False),
+    # Code point order, as GET /api/tags lists them: the primary key reads them in that order.
+    Column("tag", Text(collation="C"), nullable=False),
+    _counter("count"),
+    PrimaryKeyConstraint("user_id", "tag", name="pk_tag_counts"),
+)
 
 
 # --- what clients send and receive ----------------------------------------------------------------

@@ -79,6 +79,8 @@ from todo_backend.tasks.models import (
     TaskStats,
     TaskStatus,
     TaskUpdate,
+    tag_counts,
+    task_counts,
     task_events,
     tasks,
 )
@@ -639,6 +641,35 @@ def _prepare(statement: Executable, named: set[str], dialect: Any) -> Prepared:
     return Prepared(sql=compiled.string, parameters=tuple(parameters))
 
 
+# The list's filters but `status`: without any of them, the user's counters hold the total. A
+# new query field counts as a filter unless it is named here (a total counted, not read, is
+# never wrong).
+NOT_ROW_FILTERS = {"status", "sort", "order", "limit", "offset", "cursor"}
+ROW_FILTERS = tuple(name for name in TaskListQuery.model_fields if name not in NOT_ROW_FILTERS)
+
+
+def _user_counts(user_id: Any) -> Any:
+    """The user's `task_counts` row, or one of NULLs when they have no tasks: a one-row FROM."""
+    one = select(literal(1).label("one")).subquery("one")
+    return one.outerjoin(task_counts, task_counts.c.user_id == user_id)
+
+
+def _counter(value: ColumnElement[Any], name: str) -> ColumnElement[Any]:
+    return func.coalesce(value, 0).label(name)
+
+
+def _by_status_only(query: TaskListQuery) -> bool:
+    return all(getattr(query, name) is None for name in ROW_FILTERS)
+
+
+def _status_total(status: TaskStatus) -> ColumnElement[Any]:
+    """The number of the user's tasks of that status, from their `task_counts` row."""
+    counts = task_counts.c
+    if status is TaskStatus.pending:
+        return _counter(counts.total - counts.completed, "total")
+    return _counter(counts.completed if status is TaskStatus.completed else counts.total, "total")
+
+
 @lru_cache(maxsize=256)
 def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> Prepared:
     """The list statement for every query of this shape, compiled once: building and compiling
@@ -647,9 +678,14 @@ def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> Prepare
         **{name: bindparam(name) if value is BOUND else value for name, value in shape}
     )
     conditions = _filters(bindparam("user_id"), template)
-    counts = select(
-        func.count().label("total"), stored_zone(bindparam("user_id")).label("user_zone")
-    ).where(*conditions)
+    zone = stored_zone(bindparam("user_id")).label("user_zone")
+    if _by_status_only(template):
+        # The same exact total, read from one row however many tasks the user has.
+        counts = select(_status_total(template.status), zone).select_from(
+            _user_counts(bindparam("user_id"))
+        )
+    else:
+        counts = select(func.count().label("total"), zone).where(*conditions)
     counts = counts.subquery("counts")
     # The cursor's next page: the rows after its (key, id); `total` still counts every match.
     after = [_after_cursor(template.sort, template.order)] if template.cursor is not None else []
@@ -1074,20 +1110,19 @@ TAGS_LISTED_MAX = 1000
 
 def list_tags(db: Database, user_id: str) -> TagList:
     """The tags of the user's tasks with their task counts, by name (code point order): the
-    first `TAGS_LISTED_MAX` (a bounded response), and `total`, the number of distinct tags."""
-    tagged = (
-        select(func.unnest(tasks.c.tags).label("name"))
-        .where(tasks.c.user_id == user_id)
-        .subquery("tagged")
-    )
+    first `TAGS_LISTED_MAX` (a bounded response), and `total`, the number of distinct tags. Read
+    from the user's counters (`tag_counts`, in the order of its key), not from their tasks."""
     statement = (
         select(
-            tagged.c.name,
-            func.count().label("count"),
-            func.count().over().label("total"),  # over the groups: every distinct tag
+            tag_counts.c.tag.label("name"),
+            tag_counts.c.count,
+            select(func.count())
+            .where(tag_counts.c.user_id == user_id)
+            .scalar_subquery()
+            .label("total"),
         )
-        .group_by(tagged.c.name)
-        .order_by(tagged.c.name.collate("C"))
+        .where(tag_counts.c.user_id == user_id)
+        .order_by(tag_counts.c.tag)  # the column's collation is "C": code point order
         .limit(TAGS_LISTED_MAX)
     )
     rows = db.fetch_all(statement, idempotent=True)
@@ -1098,22 +1133,25 @@ def list_tags(db: Database, user_id: str) -> TagList:
 def task_stats(db: Database, user_id: str, *, now: datetime | None = None) -> TaskStats:
     """Counts over the user's tasks, in one statement. "Today" is the user's local day at `now`
     (by default this container's clock); overdue and due today count pending tasks only, as does
-    `by_priority`."""
+    `by_priority`. The totals come from the user's counters (`task_counts`); the counts that
+    depend on the time, from the partial indexes of pending tasks by due date and completed
+    tasks by completion time (index only: the user's matching entries)."""
     pending = not_(tasks.c.completed)
 
     def counted(*conditions: ColumnElement[bool]) -> Any:
-        return func.count().filter(and_(*conditions)) if conditions else func.count()
+        return select(func.count()).where(tasks.c.user_id == user_id, *conditions).scalar_subquery()
 
+    counts = task_counts.c
     statement = select(
-        counted().label("total"),
-        counted(pending).label("pending"),
-        counted(tasks.c.completed).label("completed"),
+        _counter(counts.total, "total"),
+        _counter(counts.total - counts.completed, "pending"),
+        _counter(counts.completed, "completed"),
         counted(overdue()).label("overdue"),
         counted(
             pending, tasks.c.due_date >= local("start"), tasks.c.due_date < local("tomorrow")
         ).label("due_today"),
         *(
-            counted(pending, tasks.c.priority == priority).label(priority)
+            _counter(counts[f"pending_{priority}"], priority)
             for priority in ("low", "medium", "high")
         ),
         counted(
@@ -1121,7 +1159,7 @@ def task_stats(db: Database, user_id: str, *, now: datetime | None = None) -> Ta
             tasks.c.completed_at >= func.now() - literal_column("interval '7 days'"),
         ).label("completed_last_7_days"),
         stored_zone(user_id).label("user_zone"),
-    ).where(tasks.c.user_id == user_id)
+    ).select_from(_user_counts(user_id))
     zone = remembered_zone(user_id)[0]
     for _ in range(2):
         row = db.fetch_one(statement.params(_bounds(zone, now)), idempotent=True)

@@ -16,6 +16,9 @@ closes the races with the user's own work still in flight:
    a task that no longer exists), and the one `User Data Deleted` event, written only when
    something was deleted: a repeat deletes and publishes nothing.
 
+The user's counters (`task_counts`, `tag_counts`: derived from the tasks, not exported) go with
+the tasks: the triggers on `tasks` delete a counter row that reaches zero, in statement 2.
+
 Kept: today's chat usage (`chat_usage`: erasing does not reset a quota) and the running-turn
 lease (`chat_leases`: it ends with its turn, which still bills its tokens). A relay run that had
 claimed some of the user's events before the erase may still deliver them (at least once); it
