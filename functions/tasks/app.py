@@ -25,6 +25,7 @@ from todo_backend.core.api import (
     location_of,
     user_router,
 )
+from todo_backend.core.db import get_database
 from todo_backend.core.observability import instrumented
 from todo_backend.core.snapstart import register as register_snapstart
 from todo_backend.tasks import reminders
@@ -54,8 +55,7 @@ TaskListQueryDep = Annotated[TaskListQuery, Depends(QueryModel(TaskListQuery))]
 
 
 async def time_zone_header(
-    user: CurrentUser,
-    db: DatabaseDep,
+    request: Request,
     time_zone: Annotated[
         str | None,
         Header(
@@ -65,9 +65,14 @@ async def time_zone_header(
     ] = None,
 ) -> None:
     """Stores a `Time-Zone` header's zone for a user without one (once per container and user:
-    the statements that follow bring the zone along)."""
+    the statements that follow bring the zone along).
+
+    Every route with this dependency also depends on `CurrentUser`: `AuthenticatedRoute` has
+    set `request.state.user` before FastAPI solves anything. Reading it (and the container's
+    database) here rather than depending on `CurrentUser` and `DatabaseDep` again saves FastAPI
+    three more dependency solves per request (cached ones are still walked: ~25 us each)."""
     if time_zone is not None:
-        users.request_zone(db, user, time_zone)
+        users.request_zone(get_database(), request.state.user, time_zone)
 
 
 # A route's dependency: the task statements read the user's zone themselves.
