@@ -674,6 +674,7 @@ def _list_statement(
             .offset(bindparam("offset", type_=BigInteger))
             .subquery("skipped")
         )
+        # The owner again: a row read by id is never another user's, whatever the ids were.
         shown = shown.join_from(tasks, ids, tasks.c.id == ids.c.id).where(conditions[0])
     else:
         shown = (
