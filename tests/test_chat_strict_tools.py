@@ -53,3 +53,29 @@ def test_mcp_keeps_its_schemas_while_cohere_gets_strict_ones():
     # ... while MCP's schemas are as before: nothing required, no extra parameter
     assert TOOLS["list_tasks"].input_schema["required"] == []
     assert TOOLS["get_stats"].input_schema == {"type": "object", "properties": {}, "required": []}
+
+
+def test_list_tasks_takes_a_cursor_and_returns_the_next(chat_api, fake_cohere, user, task_factory):
+    # Given three tasks and the next_cursor of a first page of one (the tool's order: newest first)
+    from todo_backend.core.db import get_database
+    from todo_backend.tasks import service
+    from todo_backend.tasks.models import TaskListQuery
+
+    ids = [task_factory(user, f"Task {n}").id for n in range(3)]
+    cursor = service.list_tasks(get_database(), user.id, TaskListQuery(limit=1)).next_cursor
+    assert cursor is not None
+    fake_cohere.script(
+        tool_calls_reply(("list_tasks", {"status": "all", "limit": 1, "cursor": cursor})),
+        tool_calls_reply(("list_tasks", {"status": "all", "cursor": "not a cursor"})),
+        text_reply("The next one."),
+    )
+
+    # When the model asks for the page after it, and then passes a cursor it never got
+    body = chat_ok(chat_api, user, "And the next?")
+
+    # Then the first call lists the second newest task, with a cursor for the third
+    paged, invalid = (call["result"] for call in body["tool_calls"])
+    assert [task["task_id"] for task in paged["tasks"]] == [ids[1]]
+    assert paged["total"] == 3 and paged["next_cursor"] is not None
+    # And the other is an error result naming the cursor, not a failed turn
+    assert invalid["error"].startswith("invalid arguments: cursor: not a cursor of this list")

@@ -205,3 +205,83 @@ def test_a_cursor_page_is_one_statement(tasks_api, user, tied_tasks, database, s
     # Then it took one statement, as an offset page does
     assert len(statements) == 1, statements
     assert len(page["items"]) == 2
+
+
+# The list's order spelled out plainly over the table (API.md "List query"): no index
+# expression, no deferred join, so an offset page that reorders, repeats or drops a row differs.
+PLAIN_ORDER = {
+    "created_at": "created_at {d}, id {d}",
+    "updated_at": "updated_at {d}, id {d}",
+    "due_date": "due_date IS NULL, due_date {d}, id {d}",
+    "priority": "CASE priority WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END {d}, id {d}",
+    "title": "lower(title) {d}, id {d}",
+}
+# Filters as parameters of the list and as the same condition in plain SQL.
+PLAIN_FILTERS = [
+    ({}, "true"),
+    ({"status": "pending"}, "NOT completed"),
+    ({"priority": "high"}, "priority = 'high'"),
+    ({"q": "ta"}, "strpos(lower(title), 'ta') > 0 OR strpos(lower(description), 'ta') > 0"),
+    ({"tag": "home"}, "'home' = ANY(tags)"),
+]
+
+
+def plain_order(database: Any, user: Any, sort: str, order: str, condition: str) -> list[int]:
+    with database.engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                f"SELECT id FROM tasks WHERE user_id = :user AND ({condition})"
+                f" ORDER BY {PLAIN_ORDER[sort].format(d=order)}"
+            ),
+            {"user": user.id},
+        )
+        return [row.id for row in rows]
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+@pytest.mark.parametrize("sort", SORTS)
+def test_offset_pages_are_the_plain_order_and_the_cursor_pages(
+    tasks_api, user, tied_tasks, database, sort, order
+):
+    # Given tasks with ties on every sort key, some of them tagged
+    with database.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE tasks SET tags = '{home}' WHERE id = ANY(:ids)"),
+            {"ids": tied_tasks[::3]},
+        )
+    for params, condition in PLAIN_FILTERS:
+        expected = plain_order(database, user, sort, order, condition)
+        assert expected, params
+        query = {**params, "sort": sort, "order": order, "limit": 2}
+        # When the list is read page by page at offsets past the first page
+        offset_pages = [
+            listing(tasks_api, user, **query, offset=o) for o in range(2, len(expected) + 2, 2)
+        ]
+        # Then each is that slice of the plain ORDER BY over the table, with the exact total
+        for o, page in zip(range(2, len(expected) + 2, 2), offset_pages, strict=True):
+            assert [item["id"] for item in page["items"]] == expected[o : o + 2], (params, o)
+            assert page["total"] == len(expected)
+            assert page["offset"] == o
+            # And its next_cursor continues where it ends
+            assert (page["next_cursor"] is None) == (o + 2 >= len(expected))
+            if page["next_cursor"] is not None:
+                after = listing(tasks_api, user, **query, cursor=page["next_cursor"])
+                assert [item["id"] for item in after["items"]] == expected[o + 2 : o + 4]
+        # And the cursor walk from the first page is the same order
+        walked, _ = walk(tasks_api, user, **query)
+        assert walked == expected, params
+
+
+def test_an_offset_past_the_end_is_an_empty_page_with_the_total(tasks_api, user, tied_tasks):
+    page = listing(tasks_api, user, offset=len(tied_tasks), limit=5)
+    assert page["items"] == []
+    assert (page["total"], page["next_cursor"]) == (len(tied_tasks), None)
+    assert listing(tasks_api, user, offset=2**62)["items"] == []
+
+
+def test_an_offset_page_is_one_statement(tasks_api, user, tied_tasks, database):
+    listing(tasks_api, user, limit=2)  # the user's zone known
+    with counted_statements(database) as statements:
+        page = listing(tasks_api, user, limit=2, offset=5)
+    assert len(statements) == 1, statements
+    assert len(page["items"]) == 2

@@ -175,7 +175,7 @@ def test_a_user_manages_tasks_and_another_user_cannot_see_or_touch_them(target: 
     assert seen["updated"]["status"] == "updated"
     assert seen["updated"]["title"] == "Buy oat milk" and seen["updated"]["completed"] is True
     # And another user's token sees nothing, and every change it tries is a tool error
-    assert seen["intruder_list"] == {"tasks": [], "total": 0}
+    assert seen["intruder_list"] == {"tasks": [], "total": 0, "next_cursor": None}
     for name, (is_error, body) in seen["intruder_attempts"].items():
         assert is_error is True, name
         assert "does not exist" in body["error"], name
@@ -183,7 +183,7 @@ def test_a_user_manages_tasks_and_another_user_cannot_see_or_touch_them(target: 
     (task,) = seen["after_intruder"]["tasks"]
     assert (task["title"], task["completed"]) == ("Buy oat milk", True)
     assert seen["deleted"]["status"] == "deleted"
-    assert seen["final"] == {"tasks": [], "total": 0}
+    assert seen["final"] == {"tasks": [], "total": 0, "next_cursor": None}
 
 
 def test_a_failing_tool_call_is_a_tool_error_never_an_http_error(target: Target):
@@ -290,6 +290,47 @@ def test_structured_content_conforms_to_each_tools_output_schema(target: Target)
         jsonschema.validate(result.structured_content, schemas[name])
     completed = next(r.structured_content for n, r in calls if n == "complete_task")
     assert "next_task_id" in completed
+
+
+def test_list_tasks_pages_through_next_cursor(target: Target):
+    import base64
+
+    import jsonschema
+
+    # Given a user with five tasks
+    another_sorts = base64.urlsafe_b64encode(b'["title","asc","a",1]').decode().rstrip("=")
+
+    async def scenario() -> tuple[Any, list[dict[str, Any]], dict[str, Any], Any]:
+        async with target.session(token_for(new_user_id())) as client:
+            schema = next(
+                tool.output_schema
+                for tool in (await client.list_tools()).tools
+                if tool.name == "list_tasks"
+            )
+            for n in range(5):
+                await client.call_tool("add_task", {"title": f"Task {n}"})
+            everything = result_of(await client.call_tool("list_tasks", {}))
+            # When the list is read two at a time, each call passing the last next_cursor
+            pages = [result_of(await client.call_tool("list_tasks", {"limit": 2}))]
+            while pages[-1]["next_cursor"] is not None:
+                assert len(pages) < 10, "the cursor does not advance"
+                arguments = {"limit": 2, "cursor": pages[-1]["next_cursor"]}
+                pages.append(result_of(await client.call_tool("list_tasks", arguments)))
+            foreign = await client.call_tool("list_tasks", {"cursor": another_sorts})
+            return schema, pages, everything, foreign
+
+    schema, pages, everything, foreign = run_async(scenario)
+    # Then the pages are the whole list in its order, each conforming to the output schema
+    assert [t["task_id"] for p in pages for t in p["tasks"]] == [
+        t["task_id"] for t in everything["tasks"]
+    ]
+    assert [len(page["tasks"]) for page in pages] == [2, 2, 1]
+    assert everything["next_cursor"] is None and {page["total"] for page in pages} == {5}
+    for page in pages:
+        jsonschema.validate(page, schema)
+    # And a cursor of another list (another sort and order) is a tool error naming the cursor
+    assert foreign.is_error is True
+    assert result_of(foreign)["error"].startswith("invalid arguments: cursor: not a cursor")
 
 
 def test_a_result_that_breaks_its_schema_would_be_caught():

@@ -671,9 +671,11 @@ def _status_total(status: TaskStatus) -> ColumnElement[Any]:
 
 
 @lru_cache(maxsize=256)
-def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> Prepared:
+def _list_statement(
+    shape: tuple[tuple[str, Any], ...], dialect: Any, skips: bool = False
+) -> Prepared:
     """The list statement for every query of this shape, compiled once: building and compiling
-    it per request cost more CPU than sending it."""
+    it per request cost more CPU than sending it. `skips`: the page starts past an offset."""
     template = TaskListQuery.model_construct(
         **{name: bindparam(name) if value is BOUND else value for name, value in shape}
     )
@@ -695,14 +697,29 @@ def _list_statement(shape: tuple[tuple[str, Any], ...], dialect: Any) -> Prepare
         if template.sort is TaskSort.due_date
         else _sort_key(tasks.c, template.sort, template.order)
     )
-    page = (
-        select(*PUBLIC_COLUMNS, key.label("sort_key"))
-        .where(*conditions, *after)
-        .order_by(*_ordering(tasks.c, template.sort, template.order))
-        .limit(bindparam("limit", type_=BigInteger))
-        .offset(bindparam("offset", type_=BigInteger))
-        .lateral("page")
-    )
+    shown = select(*PUBLIC_COLUMNS, key.label("sort_key"))
+    if skips:
+        # A deferred join: the skipped rows are walked as ids on the sort's index (index only,
+        # where the index holds the filter's columns) and only the page's rows are read from
+        # the table, rather than every skipped row. The statement's ORDER BY orders the page.
+        ids = (
+            select(tasks.c.id)
+            .where(*conditions)
+            .order_by(*_ordering(tasks.c, template.sort, template.order))
+            .limit(bindparam("limit", type_=BigInteger))
+            .offset(bindparam("offset", type_=BigInteger))
+            .subquery("skipped")
+        )
+        # The owner again: a row read by id is never another user's, whatever the ids were.
+        shown = shown.join_from(tasks, ids, tasks.c.id == ids.c.id).where(conditions[0])
+    else:
+        shown = (
+            shown.where(*conditions, *after)
+            .order_by(*_ordering(tasks.c, template.sort, template.order))
+            .limit(bindparam("limit", type_=BigInteger))
+            .offset(bindparam("offset", type_=BigInteger))
+        )
+    page = shown.lateral("page")
     statement = (
         select(counts.c.total, counts.c.user_zone, page)
         .select_from(counts.outerjoin(page, true()))
@@ -727,7 +744,7 @@ def list_tasks(
                 error_type="value_error",
             )
         cursor = decode_cursor(query)
-    prepared = _list_statement(_shape(query), db.engine.dialect)
+    prepared = _list_statement(_shape(query), db.engine.dialect, query.offset > 0)
     zone = remembered_zone(user_id)[0]
     dependent = _zone_dependent(query)
     for _ in range(2):

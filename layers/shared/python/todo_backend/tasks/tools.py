@@ -13,10 +13,11 @@ from typing import Annotated, Any, NamedTuple
 from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
 from todo_backend.core.db import Database, DatabaseUnavailableError
-from todo_backend.core.errors import DomainError, NotFoundError
+from todo_backend.core.errors import DomainError, InvalidInputError, NotFoundError
 from todo_backend.core.observability import logger
 from todo_backend.tasks import service as tasks
 from todo_backend.tasks.models import (
+    LIST_CURSOR_MAX,
     Description,
     DueDate,
     DueFilter,
@@ -47,6 +48,9 @@ ALL_DAY_HELP = "true: due all day on the due date's local date (a bare date is a
 DUE_FILTER_HELP = (
     "Only tasks due on the user's local day(s): today, tomorrow, next_7_days (today and the six "
     "days after), overdue, or none (no due date)."
+)
+CURSOR_HELP = (
+    "For the next page: the next_cursor of a previous list_tasks result, with the same filters."
 )
 TAGS_HELP = "Short labels, at most 10."
 TASK_ID_HELP = "The id of the task, as list_tasks returns it."
@@ -101,6 +105,7 @@ class ListTasksArguments(StrictModel):
     limit: int = Field(
         default=20, ge=1, le=LIST_LIMIT_MAX, description=f"At most {LIST_LIMIT_MAX} (default 20)."
     )
+    cursor: str | None = Field(default=None, max_length=LIST_CURSOR_MAX, description=CURSOR_HELP)
 
 
 class TaskIdArguments(StrictModel):
@@ -165,8 +170,17 @@ def add_task(context: ToolContext, arguments: AddTaskArguments) -> dict[str, Any
 
 
 def list_tasks(context: ToolContext, arguments: ListTasksArguments) -> dict[str, Any]:
-    page = tasks.list_tasks(context.db, context.user_id, TaskListQuery(**arguments.model_dump()))
-    return {"tasks": [_listed(task) for task in page.items], "total": page.total}
+    try:
+        page = tasks.list_tasks(
+            context.db, context.user_id, TaskListQuery(**arguments.model_dump())
+        )
+    except InvalidInputError as error:  # a cursor the tool did not return: name the argument
+        return {"error": f"invalid arguments: {error.loc[-1]}: {error.detail}"}
+    return {
+        "tasks": [_listed(task) for task in page.items],
+        "total": page.total,
+        "next_cursor": page.next_cursor,
+    }
 
 
 def complete_task(context: ToolContext, arguments: CompleteTaskArguments) -> dict[str, Any]:
@@ -329,8 +343,12 @@ def _list_schema() -> dict[str, Any]:
         "properties": {
             "tasks": {"type": "array", "items": _summary_schema("pending", "completed")},
             "total": {"type": "integer", "minimum": 0},
+            "next_cursor": {
+                "anyOf": [{"type": "string"}, {"type": "null"}],
+                "description": "Pass it as cursor for the next page; null on the last.",
+            },
         },
-        "required": ["tasks", "total"],
+        "required": ["tasks", "total", "next_cursor"],
     }
 
 
@@ -357,7 +375,8 @@ TOOLS: dict[str, Tool] = {
         Tool(
             "list_tasks",
             "List the user's tasks, newest first, with optional filters. "
-            "Use it to find a task's id.",
+            "Use it to find a task's id. A result's next_cursor, when not null, lists the next "
+            "page.",
             ListTasksArguments,
             list_tasks,
             changes_tasks=False,
