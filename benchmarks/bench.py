@@ -65,10 +65,6 @@ TARGETS = {
     "SnapStart tasks": 0.1,
     "list 50 tasks": 2.0,
     "create": 2.0,
-    "update (PATCH)": 2.0,
-    "toggle": 2.0,
-    "delete": 2.0,
-    "complete a recurring task": 2.0,
 }
 
 

@@ -28,7 +28,8 @@ STORED_TASK_COUNTS = (
     "SELECT user_id, total, completed, pending_low, pending_medium, pending_high FROM task_counts"
 )
 RECOMPUTED_TAG_COUNTS = (
-    "SELECT user_id, tag, count(*) AS count FROM tasks, unnest(tags) AS tag GROUP BY user_id, tag"
+    "SELECT user_id, tag, count(*) AS count"
+    " FROM tasks, LATERAL (SELECT DISTINCT unnest(tags) AS tag) AS named GROUP BY user_id, tag"
 )
 STORED_TAG_COUNTS = "SELECT user_id, tag, count FROM tag_counts"
 
@@ -368,3 +369,40 @@ def test_a_user_without_tasks_has_zero_stats_tags_and_total(tasks_api, user):
     assert stats["by_priority"] == {"low": 0, "medium": 0, "high": 0}
     assert tasks_api.get("/api/tags", headers=user.headers).json() == {"items": [], "total": 0}
     assert tasks_api.get("/api/tasks", headers=user.headers).json()["total"] == 0
+
+
+def test_a_task_naming_a_tag_twice_counts_once(user, database):
+    # Given a task whose array names a tag twice (only direct SQL can store that)
+    run(
+        database,
+        "INSERT INTO tasks (user_id, title, tags) VALUES (:u, 'Twice', ARRAY['a', 'a', 'b'])",
+        u=user.id,
+    )
+    # Then the tag counts one task, as a tag's list counts its tasks
+    assert tags_of(database, user.id) == {"a": 1, "b": 1}
+    assert_counters_exact(database)
+    # When its tags change to name the other tag twice, Then still one each
+    run(database, "UPDATE tasks SET tags = ARRAY['b', 'b'] WHERE user_id = :u", u=user.id)
+    assert tags_of(database, user.id) == {"b": 1}
+    assert_counters_exact(database)
+
+
+def test_a_tag_filtered_lists_total_is_the_count_of_its_tasks(tasks_api, user, database):
+    # Given tasks with and without the tag "home", one completed
+    for tags, completed in ((["home"], False), (["home", "x"], True), (["x"], False), ([], False)):
+        create(tasks_api, user, tags=tags, completed=completed)
+
+    def total(**params: str) -> int:
+        response = tasks_api.get("/api/tasks", params=params, headers=user.headers)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert page["total"] >= len(page["items"])
+        return page["total"]
+
+    # When they list by tag alone (read from the counter) and with a status (counted)
+    # Then each total is the number of matching tasks, and an unknown tag's is zero
+    assert total(tag="home") == 2
+    assert total(tag="x") == 2
+    assert total(tag="home", status="pending") == 1
+    assert total(tag="nowhere") == 0
+    assert total(tag="home", limit="1") == 2

@@ -88,7 +88,8 @@ def _apply(changes: str) -> str:
     tag_upserted AS (
         INSERT INTO tag_counts AS c (user_id, tag, count)
         SELECT changes.user_id, tag, sum(sign)
-        FROM changes, unnest(changes.tags) AS tag
+        -- a task counts once per tag, however often its array names it
+        FROM changes, LATERAL (SELECT DISTINCT unnest(changes.tags) AS tag) AS named
         GROUP BY changes.user_id, tag
         HAVING sum(sign) <> 0
         ORDER BY changes.user_id, tag
@@ -146,7 +147,9 @@ BACKFILL = (
     """,
     """
     INSERT INTO tag_counts (user_id, tag, count)
-    SELECT user_id, tag, count(*) FROM tasks, unnest(tags) AS tag GROUP BY user_id, tag
+    SELECT user_id, tag, count(*)
+    FROM tasks, LATERAL (SELECT DISTINCT unnest(tags) AS tag) AS named
+    GROUP BY user_id, tag
     """,
 )
 

@@ -315,7 +315,7 @@ tasks = Table(
     # Each list sort in either order (a btree serves an order and its reverse; due dates, NULLs
     # last both ways, need one per order): a page is read in index order (migration 0011). Each
     # includes the column its key is computed from: PostgreSQL reads an expression index only
-    # (an offset page's skipped entries) only when it holds that column too (migration 0013).
+    # (an offset page's skipped entries) only when it holds that column too (migration 0014).
     Index(
         "ix_tasks_user_due_asc",
         "user_id",

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    Text,
     Update,
     and_,
     bindparam,
@@ -662,6 +663,20 @@ def _by_status_only(query: TaskListQuery) -> bool:
     return all(getattr(query, name) is None for name in ROW_FILTERS)
 
 
+def _by_tag_only(query: TaskListQuery) -> bool:
+    return (
+        query.status is None
+        and query.tag is not None
+        and all(getattr(query, name) is None for name in ROW_FILTERS if name != "tag")
+    )
+
+
+def _user_tag_count(user_id: Any, tag: Any) -> Any:
+    """The user's `tag_counts` row of `tag`, or one of NULLs: a one-row FROM."""
+    one = select(literal(1).label("one")).subquery("one")
+    return one.outerjoin(tag_counts, and_(tag_counts.c.user_id == user_id, tag_counts.c.tag == tag))
+
+
 def _status_total(status: TaskStatus) -> ColumnElement[Any]:
     """The number of the user's tasks of that status, from their `task_counts` row."""
     counts = task_counts.c
@@ -685,6 +700,11 @@ def _list_statement(
         # The same exact total, read from one row however many tasks the user has.
         counts = select(_status_total(template.status), zone).select_from(
             _user_counts(bindparam("user_id"))
+        )
+    elif _by_tag_only(template):
+        # A tag's task count is its counter (a GIN index cannot count without the table).
+        counts = select(_counter(tag_counts.c.count, "total"), zone).select_from(
+            _user_tag_count(bindparam("user_id"), cast(template.tag, Text))
         )
     else:
         counts = select(func.count().label("total"), zone).where(*conditions)

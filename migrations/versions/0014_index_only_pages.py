@@ -1,7 +1,7 @@
 """the list's expression indexes include the column their key is computed from
 
-Revision ID: 0013_index_only_pages
-Revises: 0012_pending_due_indexes
+Revision ID: 0014_index_only_pages
+Revises: 0013_task_counts
 
 An offset page skips its rows as ids on the sort's index (a deferred join). PostgreSQL reads an
 expression index only (no table row per skipped entry) only when every column the query names is
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from alembic import op
 from online_ddl import create_indexes, drop_indexes, outside_a_transaction
 
-revision: str = "0013_index_only_pages"
-down_revision: str | None = "0012_pending_due_indexes"
+revision: str = "0014_index_only_pages"
+down_revision: str | None = "0013_task_counts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
