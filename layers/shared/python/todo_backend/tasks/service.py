@@ -27,6 +27,7 @@ from functools import cache, lru_cache
 from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import (
+    ARRAY,
     CTE,
     BigInteger,
     ColumnElement,
@@ -38,6 +39,7 @@ from sqlalchemy import (
     Text,
     Update,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -534,9 +536,13 @@ def _sort_key(columns: Any, sort: TaskSort, order: SortOrder) -> ColumnElement[A
     return key
 
 
-def _ordering(columns: Any, sort: TaskSort, order: SortOrder) -> list[ColumnElement[Any]]:
-    """ORDER BY for `columns` (the table's or a subquery's); ties fall back to the id."""
-    direction = (lambda c: c.asc()) if order is SortOrder.asc else (lambda c: c.desc())
+def _ordering(
+    columns: Any, sort: TaskSort, order: SortOrder, *, reverse: bool = False
+) -> list[ColumnElement[Any]]:
+    """ORDER BY for `columns` (the table's or a subquery's); ties fall back to the id.
+    `reverse`: the same order backwards (not the other order: NULL due dates come first)."""
+    ascending = (order is SortOrder.asc) != reverse
+    direction = (lambda c: c.asc()) if ascending else (lambda c: c.desc())
     return [direction(_sort_key(columns, sort, order)), direction(columns.id)]
 
 
@@ -665,7 +671,7 @@ def _by_status_only(query: TaskListQuery) -> bool:
 
 def _by_tag_only(query: TaskListQuery) -> bool:
     return (
-        query.status is None
+        query.status is TaskStatus.all
         and query.tag is not None
         and all(getattr(query, name) is None for name in ROW_FILTERS if name != "tag")
     )
@@ -696,6 +702,7 @@ def _list_statement(
     )
     conditions = _filters(bindparam("user_id"), template)
     zone = stored_zone(bindparam("user_id")).label("user_zone")
+    counted = _by_status_only(template) or _by_tag_only(template)
     if _by_status_only(template):
         # The same exact total, read from one row however many tasks the user has.
         counts = select(_status_total(template.status), zone).select_from(
@@ -722,16 +729,36 @@ def _list_statement(
         # A deferred join: the skipped rows are walked as ids on the sort's index (index only,
         # where the index holds the filter's columns) and only the page's rows are read from
         # the table, rather than every skipped row. The statement's ORDER BY orders the page.
-        ids = (
-            select(tasks.c.id)
-            .where(*conditions)
-            .order_by(*_ordering(tasks.c, template.sort, template.order))
-            .limit(bindparam("limit", type_=BigInteger))
-            .offset(bindparam("offset", type_=BigInteger))
-            .subquery("skipped")
-        )
+        limit = bindparam("limit", type_=BigInteger)
+        offset = bindparam("offset", type_=BigInteger)
+        ordering = _ordering(tasks.c, template.sort, template.order)
+        ids = select(tasks.c.id).where(*conditions).order_by(*ordering)
+        if counted:
+            # The total is a counter read in the same snapshot, so a page past the middle is
+            # walked from the other end: the same rows in reverse, skipping total - offset -
+            # limit of them. Each half is gated by a one-time filter: one index walk runs.
+            total = counts.c.total
+            backward = _ordering(tasks.c, template.sort, template.order, reverse=True)
+            nearer_start = (
+                ids.where(offset <= total - offset).limit(limit).offset(offset).correlate(counts)
+            )
+            nearer_end = (
+                select(tasks.c.id)
+                .where(*conditions, offset > total - offset)
+                .order_by(*backward)
+                .limit(func.greatest(func.least(limit, total - offset), 0))
+                .offset(func.greatest(total - offset - limit, 0))
+                .correlate(counts)
+            )
+            halves = [part.subquery() for part in (nearer_start, nearer_end)]
+            ids = union_all(*(select(half.c.id) for half in halves)).subquery("skipped")
+        else:
+            ids = ids.limit(limit).offset(offset).subquery("skipped")
         # The owner again: a row read by id is never another user's, whatever the ids were.
-        shown = shown.join_from(tasks, ids, tasks.c.id == ids.c.id).where(conditions[0])
+        # By `= ANY(ARRAY(...))`: the page's rows by primary key, whatever the planner guesses
+        # of how many ids come (a join may walk the whole primary key instead).
+        page_ids = func.array(select(ids.c.id).scalar_subquery(), type_=ARRAY(BigInteger))
+        shown = shown.where(tasks.c.id == any_(page_ids), conditions[0])
     else:
         shown = (
             shown.where(*conditions, *after)
