@@ -152,6 +152,7 @@ def scale_rows(database_url: str, rounds: int = 7, per_round: int = 3) -> list[t
         return done
 
     near_end = {S_USER: S_TASKS - 50, L_USER: L_TASKS - 50}
+    middle = {S_USER: S_TASKS // 2, L_USER: L_TASKS // 2}
     # The page a keyset walk reaches at the offset above: the cursor of the row before it.
     cursors = {
         user: {
@@ -161,7 +162,7 @@ def scale_rows(database_url: str, rounds: int = 7, per_round: int = 3) -> list[t
         }
         for user, at in near_end.items()
     }
-    scenarios: list[tuple[str, Callable[[str], Any], float]] = [
+    scenarios: list[tuple[str, Callable[[str], Any], float | None]] = [
         ("GET /api/tasks", lambda u: call(u, "GET", "/api/tasks"), TARGET),
         ("?q= a word no task has", lambda u: call(u, "GET", "/api/tasks", {"q": "xyzzy"}), TARGET),
         (
@@ -182,6 +183,12 @@ def scale_rows(database_url: str, rounds: int = 7, per_round: int = 3) -> list[t
             TARGET,
         ),
         ("cursor near the end", lambda u: call(u, "GET", "/api/tasks", cursors[u]), TARGET),
+        # Shown, not held to a target: a page in the middle steps over half the list's entries.
+        (
+            "offset in the middle",
+            lambda u: call(u, "GET", "/api/tasks", {"offset": str(middle[u])}),
+            None,
+        ),
         ("?sort=due_date", lambda u: call(u, "GET", "/api/tasks", {"sort": "due_date"}), TARGET),
         ("?sort=priority", lambda u: call(u, "GET", "/api/tasks", {"sort": "priority"}), TARGET),
         (
@@ -216,8 +223,8 @@ def scale_rows(database_url: str, rounds: int = 7, per_round: int = 3) -> list[t
                 fmt_ms(statistics.median(b.wall for b in large)),
                 fmt_ms(statistics.median(a.wall for a in small)),
                 f"{wall_ratio:.2f}x",
-                f"<= {target:g}x wall",
-                "yes" if wall_ratio <= target else "NO",
+                "" if target is None else f"<= {target:g}x wall",
+                "" if target is None else ("yes" if wall_ratio <= target else "NO"),
             )
         )
         progress(f"{name}: {rows[-1][6]} wall")
