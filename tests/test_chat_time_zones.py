@@ -9,10 +9,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 
 from tests.fakes.cohere_server import text_reply, tool_calls_reply
 from tests.support.chat import chat_ok, fake_cohere_fixture, tool_results  # noqa: F401
+from tests.support.database import counted_statements
 from tests.support.lambda_events import LambdaClient
 from tests.support.mcp_clients import LAMBDA_BASE_URL, LambdaTransport, mcp_session, run_async
 from tests.test_mcp import MCP_HEADERS, PROTOCOL, _rpc, result_of
@@ -144,16 +144,8 @@ def test_a_chat_turn_in_a_zone_runs_as_many_statements_as_in_utc(
             tool_calls_reply(("add_task", {"title": "x", "due_date": "2027-07-01T09:00:00"})),
             text_reply("Done"),
         )
-        statements: list[str] = []
-
-        def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-            statements.append(statement)  # noqa: B023
-
-        event.listen(database.engine, "before_cursor_execute", record)
-        try:
+        with counted_statements(database) as statements:
             chat_ok(chat_api, who, "Add x")
-        finally:
-            event.remove(database.engine, "before_cursor_execute", record)
         counts.append(len(statements))
     # Then the zone cost no statement of its own
     assert counts[0] == counts[1]

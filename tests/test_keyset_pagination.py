@@ -4,12 +4,12 @@ a cursor that is not one of the list's is a 422 at the cursor, never a 500."""
 
 import base64
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
+
+from tests.support.database import counted_statements
 
 SORTS = ["created_at", "updated_at", "due_date", "priority", "title"]
 
@@ -179,20 +179,6 @@ def test_a_too_long_cursor_is_a_422(tasks_api, user):
     response = tasks_api.get("/api/tasks", params={"cursor": "a" * 301}, headers=user.headers)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
-
-
-@contextmanager
-def counted_statements(database: Any) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    event.listen(database.engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(database.engine, "before_cursor_execute", record)
 
 
 @pytest.mark.parametrize("sort", SORTS)

@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
+from tests.support.database import counted_statements
 from tests.support.event_bus import BUS, REGION, Bus, PutEventsRecorder, moto_bus
 from tests.support.lambda_events import LambdaContext
 from tests.support.pg_proxy import PgProxy
@@ -197,17 +198,9 @@ def test_a_backlog_of_many_tasks_is_cleared_in_one_run_settling_once_per_claim(
     for priority in ("high", "low"):
         for task in tasks:
             update_task(database, user.id, task.id, TaskUpdate(priority=priority))
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(args[2])
-
     # When one run relays with claims of 100 events
-    event.listen(database.engine, "before_cursor_execute", count)
-    try:
+    with counted_statements(database) as statements:
         report = relay(database, bus, batch=100)
-    finally:
-        event.remove(database.engine, "before_cursor_execute", count)
 
     # Then all 900 are published in that run, in 9 claims of 100 (each task's events in order),
     # each claim settled by one statement, plus the claim that found nothing left

@@ -6,8 +6,9 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 
+from tests.support.database import counted_statements
 from todo_backend.core.db import Database, create_database_engine
 from todo_backend.tasks.reminders import claim_due_reminders, claim_statement
 
@@ -97,16 +98,8 @@ def test_a_claim_is_one_statement_and_each_reminder_is_claimed_once(task_factory
     ]
     task_factory(user, "future", remind_at=datetime.now(UTC) + timedelta(hours=1))
     # When the claim runs twice
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    event.listen(database.engine, "before_cursor_execute", record)
-    try:
+    with counted_statements(database) as statements:
         first = [task.id for task in claim_due_reminders(database)]
-    finally:
-        event.remove(database.engine, "before_cursor_execute", record)
     second = [t.id for t in claim_due_reminders(database)]
     # Then the first claimed the three due ones in one statement, the second none of them
     assert {t.id for t in due} <= set(first)

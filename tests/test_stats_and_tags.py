@@ -1,28 +1,13 @@
 """GET /api/tags and GET /api/stats (and their /api/{user_id}/... forms) against hand-computed
 values; each is one SQL statement. The get_stats tool answers the same object."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 
+from tests.support.database import counted_statements
 from todo_backend.tasks.tools import ToolContext, execute_tool
-
-
-@contextmanager
-def counted_statements(database: Any) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    event.listen(database.engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(database.engine, "before_cursor_execute", record)
 
 
 def test_tags_lists_each_tag_with_its_task_count_by_name(tasks_api, user, other_user, database):

@@ -4,15 +4,14 @@
 both path forms, against zoneinfo's own computations."""
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
+from tests.support.database import counted_statements
 from todo_backend.tasks.models import TaskListQuery
 from todo_backend.tasks.service import list_tasks, task_stats
 from todo_backend.users.tables import forget_zones
@@ -77,20 +76,6 @@ def instant(value: str) -> datetime:
 
 def local_start(day: date, zone: str) -> datetime:
     return datetime.combine(day, time(), ZoneInfo(zone)).astimezone(UTC)
-
-
-@contextmanager
-def counted_statements(database: Any) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    event.listen(database.engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(database.engine, "before_cursor_execute", record)
 
 
 # --- settings ------------------------------------------------------------------------------------

@@ -2,12 +2,16 @@
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pg8000.native
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import event
 
 from todo_backend.core.db import parse_database_url
 
@@ -83,3 +87,18 @@ def migrate(database_url: str, revision: str = "head") -> None:
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["database_url"] = database_url
     command.upgrade(config, revision)
+
+
+@contextmanager
+def counted_statements(database: Any) -> Iterator[list[str]]:
+    """The SQL statements `database`'s engine sends while the block runs, in order."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
