@@ -655,10 +655,15 @@ NOT_ROW_FILTERS = {"status", "sort", "order", "limit", "offset", "cursor"}
 ROW_FILTERS = tuple(name for name in TaskListQuery.model_fields if name not in NOT_ROW_FILTERS)
 
 
-def _user_counts(user_id: Any) -> Any:
-    """The user's `task_counts` row, or one of NULLs when they have no tasks: a one-row FROM."""
+def _counter_row(counters: Any, *key: ColumnElement[bool]) -> Any:
+    """The counter row of `counters` with that key, or one of NULLs when there is none (no
+    tasks, no task with the tag): a one-row FROM."""
     one = select(literal(1).label("one")).subquery("one")
-    return one.outerjoin(task_counts, task_counts.c.user_id == user_id)
+    return one.outerjoin(counters, and_(*key))
+
+
+def _user_counts(user_id: Any) -> Any:
+    return _counter_row(task_counts, task_counts.c.user_id == user_id)
 
 
 def _counter(value: ColumnElement[Any], name: str) -> ColumnElement[Any]:
@@ -678,9 +683,7 @@ def _by_tag_only(query: TaskListQuery) -> bool:
 
 
 def _user_tag_count(user_id: Any, tag: Any) -> Any:
-    """The user's `tag_counts` row of `tag`, or one of NULLs: a one-row FROM."""
-    one = select(literal(1).label("one")).subquery("one")
-    return one.outerjoin(tag_counts, and_(tag_counts.c.user_id == user_id, tag_counts.c.tag == tag))
+    return _counter_row(tag_counts, tag_counts.c.user_id == user_id, tag_counts.c.tag == tag)
 
 
 def _status_total(status: TaskStatus) -> ColumnElement[Any]:
@@ -702,13 +705,13 @@ def _list_statement(
     )
     conditions = _filters(bindparam("user_id"), template)
     zone = stored_zone(bindparam("user_id")).label("user_zone")
-    counted = _by_status_only(template) or _by_tag_only(template)
-    if _by_status_only(template):
+    by_status, by_tag = _by_status_only(template), _by_tag_only(template)
+    if by_status:
         # The same exact total, read from one row however many tasks the user has.
         counts = select(_status_total(template.status), zone).select_from(
             _user_counts(bindparam("user_id"))
         )
-    elif _by_tag_only(template):
+    elif by_tag:
         # A tag's task count is its counter (a GIN index cannot count without the table).
         counts = select(_counter(tag_counts.c.count, "total"), zone).select_from(
             _user_tag_count(bindparam("user_id"), cast(template.tag, Text))
@@ -725,15 +728,15 @@ def _list_statement(
         else _sort_key(tasks.c, template.sort, template.order)
     )
     shown = select(*PUBLIC_COLUMNS, key.label("sort_key"))
+    limit = bindparam("limit", type_=BigInteger)
+    offset = bindparam("offset", type_=BigInteger)
+    ordering = _ordering(tasks.c, template.sort, template.order)
     if skips:
         # A deferred join: the skipped rows are walked as ids on the sort's index (index only,
         # where the index holds the filter's columns) and only the page's rows are read from
         # the table, rather than every skipped row. The statement's ORDER BY orders the page.
-        limit = bindparam("limit", type_=BigInteger)
-        offset = bindparam("offset", type_=BigInteger)
-        ordering = _ordering(tasks.c, template.sort, template.order)
         ids = select(tasks.c.id).where(*conditions).order_by(*ordering)
-        if counted:
+        if by_status or by_tag:
             # The total is a counter read in the same snapshot, so a page past the middle is
             # walked from the other end: the same rows in reverse, skipping total - offset -
             # limit of them. Each half is gated by a one-time filter: one index walk runs.
@@ -760,12 +763,7 @@ def _list_statement(
         page_ids = func.array(select(ids.c.id).scalar_subquery(), type_=ARRAY(BigInteger))
         shown = shown.where(tasks.c.id == any_(page_ids), conditions[0])
     else:
-        shown = (
-            shown.where(*conditions, *after)
-            .order_by(*_ordering(tasks.c, template.sort, template.order))
-            .limit(bindparam("limit", type_=BigInteger))
-            .offset(bindparam("offset", type_=BigInteger))
-        )
+        shown = shown.where(*conditions, *after).order_by(*ordering).limit(limit).offset(offset)
     page = shown.lateral("page")
     statement = (
         select(counts.c.total, counts.c.user_zone, page)
