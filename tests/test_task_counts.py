@@ -9,12 +9,14 @@ left behind by any user fail it too), and checks the values it expects for its o
 import os
 import random
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from tests.support.lambda_events import LambdaClient
+from tests.support.pg_proxy import PgProxy
 from todo_backend.tasks.tools import ToolContext, execute_tool
 
 RECOMPUTED_TASK_COUNTS = """
@@ -406,3 +408,62 @@ def test_a_tag_filtered_lists_total_is_the_count_of_its_tasks(tasks_api, user, d
     assert total(tag="home", status="pending") == 1
     assert total(tag="nowhere") == 0
     assert total(tag="home", limit="1") == 2
+
+
+@pytest.fixture
+def proxied_tasks(configure: Any, database: Any) -> Iterator[tuple[LambdaClient, PgProxy]]:
+    """The tasks function, cold-started with its database behind the TCP proxy."""
+    with PgProxy(os.environ["DATABASE_URL"]) as proxy:
+        configure(DATABASE_URL=proxy.url)
+        from functions.tasks.app import handler
+
+        yield LambdaClient(handler), proxy
+
+
+# Each write, the statement the proxy loses, and the statuses a retry may answer.
+LOST_WRITES = {
+    "create": ("INSERT INTO tasks", (200, 201)),
+    "complete": ("UPDATE tasks", (200,)),
+    "delete": ("DELETE FROM tasks", (204, 404)),
+}
+
+
+@pytest.mark.parametrize("when", ["before", "during", "after"])
+@pytest.mark.parametrize("write", sorted(LOST_WRITES))
+def test_a_write_whose_statement_or_reply_was_lost_is_counted_once(
+    proxied_tasks, user, database, write, when
+):
+    # Given a user with one tagged task
+    api, proxy = proxied_tasks
+    kept = api.post("/api/tasks", json={"title": "Kept", "tags": ["x"]}, headers=user.headers)
+    assert kept.status_code == 201, kept.text
+    task_id = kept.json()["id"]
+    keyed = {**user.headers, "Idempotency-Key": f"lost-{write}-{when}"}
+
+    def send() -> Any:
+        if write == "create":
+            return api.post("/api/tasks", json={"title": "New", "tags": ["x"]}, headers=keyed)
+        if write == "complete":
+            return api.patch(
+                f"/api/tasks/{task_id}/complete", json={"completed": True}, headers=user.headers
+            )
+        return api.delete(f"/api/tasks/{task_id}", headers=user.headers)
+
+    # When the write's statement (or its reply, after it committed) is lost once
+    match, retry_statuses = LOST_WRITES[write]
+    rule = proxy.fail(match, when=when)
+    send()
+    proxy.clear()
+    # And the client sends it again
+    retried = send()
+
+    # Then the write is done once, and the counters equal the aggregate
+    assert rule.fired == 1
+    assert retried.status_code in retry_statuses, retried.text
+    expected = {
+        "create": (counts(2, medium=2), {"x": 2}),
+        "complete": (counts(1, completed=1), {"x": 1}),
+        "delete": (None, {}),
+    }[write]
+    assert (counts_of(database, user.id), tags_of(database, user.id)) == expected
+    assert_counters_exact(database)
