@@ -58,7 +58,7 @@ HEADERS = (
 )
 
 # Issue 13's targets: ratio of CPU time to the baseline's. Warm requests (issue 25): against
-# pg8000.native sending the same statements, for every tasks scenario.
+# pg8000.native sending the same statements; the other writes are printed without a target.
 TARGETS = {
     "cold start tasks": 1.8,
     "cold start chat": 2.5,
